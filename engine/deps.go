@@ -1,0 +1,90 @@
+package engine
+
+import (
+	"context"
+	"time"
+)
+
+// The engine does no I/O. It talks to three small interfaces that each mode
+// fills in: standalone with the embedded store, cluster with Redis and Kafka.
+
+// Ledger confirms a winner's claim beyond this process: in cluster mode, the
+// per-user count and the request id across all nodes (a Redis Lua claim). It
+// is called only for winners, after the in-memory reservations succeeded.
+// Stock leases (cluster mode refilling the shards) will join it.
+type Ledger interface {
+	Claim(ctx context.Context, o *Order) error
+	// Unclaim undoes a claim whose purchase failed later.
+	Unclaim(ctx context.Context, o *Order) error
+}
+
+// OrderSink makes accepted orders durable: the embedded store's group
+// commit, or a Kafka produce acknowledged by the brokers.
+type OrderSink interface {
+	// Append returns nil once o is durable and an error once it is certain
+	// that o will never be. It must not return while the outcome is
+	// unknown, whatever ctx says: on error the engine gives the stock back,
+	// and an order that became durable anyway would be sold twice.
+	Append(ctx context.Context, o *Order) error
+}
+
+// Catalog keeps the item definitions.
+type Catalog interface {
+	SaveItem(ctx context.Context, it Item) error
+}
+
+// LocalLedger is the standalone ledger: this process's memory is the whole
+// truth, so there is nothing to confirm.
+type LocalLedger struct{}
+
+func (LocalLedger) Claim(context.Context, *Order) error   { return nil }
+func (LocalLedger) Unclaim(context.Context, *Order) error { return nil }
+
+// OrderStatus says how far an order has travelled.
+type OrderStatus uint8
+
+const (
+	// Accepted: durable (store or Kafka), not yet in the order database.
+	Accepted OrderStatus = iota
+	// Persisted: in the order database.
+	Persisted
+)
+
+var statusNames = [...]string{Accepted: "accepted", Persisted: "persisted"}
+
+func (s OrderStatus) String() string { return statusNames[s] }
+
+// Order is an accepted purchase. PriceCents is what the order costs: the
+// unit price at the time of purchase times the quantity.
+type Order struct {
+	ID         uint64
+	ItemID     string
+	UserID     string
+	Quantity   int64
+	PriceCents int64
+	RequestID  string    // empty when the client sent none
+	CreatedAt  time.Time // UTC, whole milliseconds
+	Status     OrderStatus
+}
+
+// Snapshot is the state the engine is rebuilt from at start.
+type Snapshot struct {
+	Items    []ItemRecord
+	Holdings []Holding
+	// Replays are the orders with a request id, so that a replay after a
+	// restart still gets its first answer; those past the window are skipped.
+	Replays     []*Order
+	LastOrderID uint64
+}
+
+// ItemRecord is an item and the units its durable orders hold.
+type ItemRecord struct {
+	Item Item
+	Sold int64
+}
+
+// Holding is the units of an item a user's durable orders hold.
+type Holding struct {
+	ItemID, UserID string
+	Units          int64
+}

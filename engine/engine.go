@@ -1,0 +1,421 @@
+// Package engine decides who wins a flash sale, in memory. It keeps every
+// item's stock in per-core shards of padded atomic counters, each user's
+// holdings, a window of idempotency keys and an order id generator. It does no
+// I/O: a Ledger confirms winners beyond this process, an OrderSink makes their
+// orders durable and a Catalog keeps the items.
+//
+// Invariants (tested in engine_test.go):
+//   - a shard never goes below zero, so units sold never exceed stock;
+//   - a user's holdings never exceed the item's per-user limit;
+//   - a request id that won is answered with its first order for the window;
+//   - a purchase that fails after a reservation undoes every reservation, in
+//     reverse order, before it returns.
+package engine
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"runtime"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Options configures an Engine. The zero value of each field has a default.
+type Options struct {
+	// Shards is the number of stock shards per item; default GOMAXPROCS.
+	Shards int
+	// NodeID goes into every order id; unique among live nodes.
+	NodeID int
+	// IdempotencyWindow is how long a winning request id is remembered;
+	// default 10 minutes.
+	IdempotencyWindow time.Duration
+	Ledger            Ledger    // default LocalLedger
+	Sink              OrderSink // required
+	Catalog           Catalog   // required
+	// Now is the clock; default time.Now.
+	Now func() time.Time
+}
+
+// DefaultIdempotencyWindow is the retention of the HTTP contract.
+const DefaultIdempotencyWindow = 10 * time.Minute
+
+// Engine is the in-memory stock engine. It is safe for concurrent use.
+type Engine struct {
+	shards  int
+	ledger  Ledger
+	sink    OrderSink
+	catalog Catalog
+	now     func() time.Time
+
+	items   atomic.Pointer[itemSet]
+	adminMu sync.Mutex // serialises item changes; never taken by purchases
+	ids     *idGen
+	idem    idemWindow
+
+	stop chan struct{}
+	done chan struct{}
+}
+
+// itemSet is an immutable index of the items, replaced whole when an item is
+// added, so purchases find their item without a lock.
+type itemSet struct {
+	byID   map[string]*item
+	sorted []*item
+}
+
+// New returns an engine with no items.
+func New(opts Options) (*Engine, error) {
+	if opts.Sink == nil || opts.Catalog == nil {
+		return nil, errors.New("engine: Options.Sink and Options.Catalog are required")
+	}
+	if opts.Shards <= 0 {
+		opts.Shards = runtime.GOMAXPROCS(0)
+	}
+	if opts.Shards > 1024 {
+		return nil, fmt.Errorf("engine: %d stock shards is too many; use at most 1024", opts.Shards)
+	}
+	if opts.IdempotencyWindow <= 0 {
+		opts.IdempotencyWindow = DefaultIdempotencyWindow
+	}
+	if opts.Ledger == nil {
+		opts.Ledger = LocalLedger{}
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	ids, err := newIDGen(opts.NodeID)
+	if err != nil {
+		return nil, err
+	}
+	e := &Engine{
+		shards:  opts.Shards,
+		ledger:  opts.Ledger,
+		sink:    opts.Sink,
+		catalog: opts.Catalog,
+		now:     opts.Now,
+		ids:     ids,
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+	}
+	e.idem.window = opts.IdempotencyWindow
+	e.items.Store(&itemSet{byID: map[string]*item{}})
+	go e.janitor()
+	return e, nil
+}
+
+// Close stops the engine's background work. Purchases in flight finish.
+func (e *Engine) Close() {
+	close(e.stop)
+	<-e.done
+}
+
+// janitor drops expired idempotency entries that no insert has popped.
+func (e *Engine) janitor() {
+	defer close(e.done)
+	t := time.NewTicker(5 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-t.C:
+			e.idem.sweep(e.now())
+		}
+	}
+}
+
+func (e *Engine) lookup(id string) *item { return e.items.Load().byID[id] }
+
+// Item returns a snapshot of the item with id.
+func (e *Engine) Item(id string) (ItemView, bool) {
+	it := e.lookup(id)
+	if it == nil {
+		return ItemView{}, false
+	}
+	return it.view(e.now()), true
+}
+
+// Items returns snapshots of all items, ordered by id.
+func (e *Engine) Items() []ItemView {
+	set := e.items.Load()
+	now := e.now()
+	views := make([]ItemView, len(set.sorted))
+	for i, it := range set.sorted {
+		views[i] = it.view(now)
+	}
+	return views
+}
+
+// IdempotencyEntries counts the request ids remembered, for metrics.
+func (e *Engine) IdempotencyEntries() int { return e.idem.len() }
+
+// PutItem creates the item, or updates it. Raising Stock adds units; lowering
+// it removes units that are still unsold and unreserved, or fails with
+// ErrStockBelowSold. An ended item stays ended.
+func (e *Engine) PutItem(ctx context.Context, in Item) (v ItemView, created bool, err error) {
+	if err := in.Validate(); err != nil {
+		return ItemView{}, false, err
+	}
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+
+	it := e.lookup(in.ID)
+	if it == nil {
+		if err := e.catalog.SaveItem(ctx, in); err != nil {
+			return ItemView{}, false, unavailable("cannot save item", err)
+		}
+		it = e.addItem(in)
+		it.stock.spread(in.Stock)
+		return it.view(e.now()), true, nil
+	}
+
+	old := it.cfg.Load()
+	in.Ended = old.Ended
+	delta := in.Stock - old.Stock
+	if delta < 0 && !it.stock.take(-delta) {
+		return ItemView{}, false, ErrStockBelowSold
+	}
+	if err := e.catalog.SaveItem(ctx, in); err != nil {
+		if delta < 0 {
+			it.stock.put(-delta)
+		}
+		return ItemView{}, false, unavailable("cannot save item", err)
+	}
+	it.cfg.Store(&in)
+	if delta > 0 {
+		it.stock.spread(delta)
+	}
+	return it.view(e.now()), false, nil
+}
+
+// EndItem ends the sale of an item; it stays readable in state Ended.
+func (e *Engine) EndItem(ctx context.Context, id string) (ItemView, error) {
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+	it := e.lookup(id)
+	if it == nil {
+		return ItemView{}, ErrItemNotFound
+	}
+	cfg := *it.cfg.Load()
+	if !cfg.Ended {
+		cfg.Ended = true
+		if err := e.catalog.SaveItem(ctx, cfg); err != nil {
+			return ItemView{}, unavailable("cannot save item", err)
+		}
+		it.cfg.Store(&cfg)
+	}
+	return it.view(e.now()), nil
+}
+
+// addItem publishes a new item. The caller holds adminMu.
+func (e *Engine) addItem(cfg Item) *item {
+	cfg.ID = strings.Clone(cfg.ID)
+	it := &item{id: cfg.ID, stock: newStock(e.shards)}
+	it.cfg.Store(&cfg)
+	old := e.items.Load()
+	set := &itemSet{byID: make(map[string]*item, len(old.byID)+1), sorted: make([]*item, 0, len(old.sorted)+1)}
+	for k, v := range old.byID {
+		set.byID[k] = v
+	}
+	set.byID[it.id] = it
+	set.sorted = append(set.sorted, old.sorted...)
+	set.sorted = append(set.sorted, it)
+	slices.SortFunc(set.sorted, func(a, b *item) int { return cmp.Compare(a.id, b.id) })
+	e.items.Store(set)
+	return it
+}
+
+// Restore rebuilds the engine from a snapshot of the order store. It is
+// called once, on a new engine, before any purchase.
+func (e *Engine) Restore(s Snapshot) error {
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+	if len(e.items.Load().byID) != 0 {
+		return errors.New("engine: Restore on an engine that has items")
+	}
+	for _, r := range s.Items {
+		if err := r.Item.Validate(); err != nil {
+			return fmt.Errorf("engine: stored item %q: %w", r.Item.ID, err)
+		}
+		if r.Sold < 0 || r.Sold > r.Item.Stock {
+			return fmt.Errorf("engine: stored item %q has %d units sold of %d", r.Item.ID, r.Sold, r.Item.Stock)
+		}
+		it := e.addItem(r.Item)
+		it.sold.Store(r.Sold)
+		it.stock.spread(r.Item.Stock - r.Sold)
+	}
+	set := e.items.Load()
+	for _, h := range s.Holdings {
+		it := set.byID[h.ItemID]
+		if it == nil {
+			return fmt.Errorf("engine: stored orders name unknown item %q", h.ItemID)
+		}
+		it.users.restore(h.UserID, h.Units)
+	}
+	now := e.now()
+	var key idemKey
+	for _, o := range s.Replays {
+		if !ValidUserID(o.UserID) || !ValidRequestID(o.RequestID) {
+			return fmt.Errorf("engine: stored order %d has a bad user or request id", o.ID)
+		}
+		key.set(o.UserID, o.RequestID)
+		e.idem.restore(key.bytes(), o, now)
+	}
+	e.ids.observe(s.LastOrderID)
+	return nil
+}
+
+// PurchaseRequest asks for Quantity units of an item. Its strings may alias
+// the caller's buffers for the duration of Purchase; the engine copies what
+// it keeps.
+type PurchaseRequest struct {
+	ItemID    string
+	UserID    string
+	RequestID string // optional idempotency key
+	Quantity  int64
+}
+
+// Purchase sells units to a user, or says why not. It returns the order, and
+// replayed=true when the request id had already won and this is its first
+// answer again. Losers (sold out, over the limit, outside the window) are
+// answered from memory without allocating.
+func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, replayed bool, err error) {
+	switch {
+	case !ValidItemID(req.ItemID):
+		return nil, false, ErrBadItemID
+	case !ValidUserID(req.UserID):
+		return nil, false, ErrBadUserID
+	case req.RequestID != "" && !ValidRequestID(req.RequestID):
+		return nil, false, ErrBadRequestID
+	}
+	it := e.lookup(req.ItemID)
+	if it == nil {
+		return nil, false, ErrItemNotFound
+	}
+	cfg := it.cfg.Load()
+	q := req.Quantity
+	if q < 1 || q > cfg.PerUserLimit {
+		return nil, false, ErrBadQuantity
+	}
+	now := e.now()
+
+	// r records each reservation as it is made, and undoes them all if a
+	// later step fails. It holds the idempotency key, built once, on the stack.
+	r := reservation{e: e, it: it, user: req.UserID, q: q}
+	if req.RequestID != "" {
+		r.key.set(req.UserID, req.RequestID)
+		if ent, first := e.idem.lookup(r.key.bytes(), now); ent != nil {
+			return replay(ent, first, it.id, q)
+		}
+	}
+	// Losers stop here, on reads alone.
+	if err := cfg.checkWindow(now); err != nil {
+		return nil, false, err
+	}
+	if it.stock.left() < q {
+		return nil, false, ErrSoldOut
+	}
+	if it.users.held(req.UserID)+q > cfg.PerUserLimit {
+		return nil, false, ErrLimitExceeded
+	}
+
+	if req.RequestID != "" {
+		started, ent, first := e.idem.begin(r.key.bytes(), it.id, q, now)
+		if !started {
+			return replay(ent, first, it.id, q)
+		}
+		r.keyHeld = true
+	}
+	if !it.users.reserve(req.UserID, q, cfg.PerUserLimit) {
+		r.undo(ctx)
+		return nil, false, ErrLimitExceeded
+	}
+	r.user = strings.Clone(req.UserID)
+	r.userHeld = true
+	if !it.stock.take(q) {
+		r.undo(ctx)
+		return nil, false, ErrSoldOut
+	}
+	it.pending.Add(q)
+	r.stockHeld = true
+
+	now = now.Truncate(time.Millisecond).UTC()
+	o = &Order{
+		ID:         e.ids.next(now),
+		ItemID:     it.id,
+		UserID:     r.user,
+		Quantity:   q,
+		PriceCents: cfg.PriceCents * q,
+		RequestID:  strings.Clone(req.RequestID),
+		CreatedAt:  now,
+	}
+	if err := e.ledger.Claim(ctx, o); err != nil {
+		return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
+	}
+	r.claimed = o
+	if err := e.sink.Append(ctx, o); err != nil {
+		return nil, false, errors.Join(unavailable("cannot store order", err), r.undo(ctx))
+	}
+	it.sold.Add(q)
+	it.pending.Add(-q)
+	if r.keyHeld {
+		e.idem.complete(r.key.bytes(), o, now)
+	}
+	return o, false, nil
+}
+
+// replay answers a request id that is already known.
+func replay(ent *idemEntry, first *Order, itemID string, q int64) (*Order, bool, error) {
+	switch {
+	case !ent.matches(itemID, q):
+		return nil, false, ErrIdempotencyKeyReused
+	case first == nil:
+		return nil, false, ErrRequestInProgress
+	}
+	return first, true, nil
+}
+
+// reservation records what a purchase has taken so far.
+type reservation struct {
+	e         *Engine
+	it        *item
+	user      string
+	q         int64
+	key       idemKey
+	keyHeld   bool // idempotency entry begun
+	userHeld  bool
+	stockHeld bool
+	claimed   *Order // ledger claim made
+}
+
+// undo gives back everything taken, in reverse order. Only the ledger can
+// fail to give back; its error is returned, and the claim is left for the
+// ledger's reconciliation.
+func (r *reservation) undo(ctx context.Context) error {
+	var err error
+	if r.claimed != nil {
+		if uerr := r.e.ledger.Unclaim(ctx, r.claimed); uerr != nil {
+			err = fmt.Errorf("engine: cannot undo claim of order %d: %w", r.claimed.ID, uerr)
+		}
+	}
+	if r.stockHeld {
+		r.it.pending.Add(-r.q)
+		r.it.stock.put(r.q)
+	}
+	if r.userHeld {
+		r.it.users.release(r.user, r.q)
+	}
+	if r.keyHeld {
+		r.e.idem.abort(r.key.bytes())
+	}
+	return err
+}
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+}
