@@ -76,3 +76,13 @@ func OrderIDNode(id uint64) int { return int(id >> idSeqBits & MaxNodeID) }
 func OrderIDTime(id uint64) time.Time {
 	return idEpoch.Add(time.Duration(id>>(idNodeBits+idSeqBits)) * time.Millisecond).UTC()
 }
+
+// FirstOrderIDAt returns the smallest id an order created at t or later can
+// have, on any node: stores use it to find recent orders by primary key.
+func FirstOrderIDAt(t time.Time) uint64 {
+	ms := t.Sub(idEpoch).Milliseconds()
+	if ms < 0 {
+		return 0
+	}
+	return uint64(ms) << (idNodeBits + idSeqBits)
+}

@@ -1,0 +1,33 @@
+package sqlitestore
+
+import "github.com/prometheus/client_golang/prometheus"
+
+func (s *Store) initMetrics() {
+	s.batchSize = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_store_commit_batch_orders",
+		Help:    "Orders written per group commit of the embedded store.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 14), // 1 .. 8192
+	})
+	s.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_store_commit_seconds",
+		Help:    "Time of one group commit of the embedded store, fsync included.",
+		Buckets: prometheus.ExponentialBuckets(0.0001, 2, 14), // 0.1 ms .. 0.8 s
+	})
+	s.commitErrors = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "flashsale_store_commit_errors_total",
+		Help: "Group commits of the embedded store that failed; their orders were answered 503.",
+	})
+}
+
+// Describe and Collect make the store a prometheus.Collector.
+func (s *Store) Describe(ch chan<- *prometheus.Desc) {
+	s.batchSize.Describe(ch)
+	s.commitSeconds.Describe(ch)
+	s.commitErrors.Describe(ch)
+}
+
+func (s *Store) Collect(ch chan<- prometheus.Metric) {
+	s.batchSize.Collect(ch)
+	s.commitSeconds.Collect(ch)
+	s.commitErrors.Collect(ch)
+}

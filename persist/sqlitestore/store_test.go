@@ -1,0 +1,199 @@
+package sqlitestore
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+func openStore(t testing.TB, dir string) *Store {
+	t.Helper()
+	s, err := Open(Options{Dir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+var t0 = time.Date(2026, 11, 11, 12, 0, 0, 0, time.UTC)
+
+func order(id uint64, user, req string) *engine.Order {
+	return &engine.Order{ID: id, ItemID: "it", UserID: user, Quantity: 1, PriceCents: 500, RequestID: req,
+		CreatedAt: engine.OrderIDTime(id)}
+}
+
+func TestGroupCommitAndReload(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	ctx := context.Background()
+	item := engine.Item{ID: "it", Name: "Phone", PriceCents: 500, Stock: 1000, PerUserLimit: 2,
+		StartsAt: t0, EndsAt: t0.Add(time.Hour)}
+	if err := s.SaveItem(ctx, item); err != nil {
+		t.Fatal(err)
+	}
+	base := engine.FirstOrderIDAt(t0)
+	var wg sync.WaitGroup
+	const n = 500
+	for i := range n {
+		wg.Go(func() {
+			req := ""
+			if i%2 == 0 {
+				req = fmt.Sprintf("r%d", i)
+			}
+			if err := s.Append(ctx, order(base+uint64(i), fmt.Sprintf("u%d", i%100), req)); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	// Concurrent appends share commits, and every order is in one.
+	if commits, orders := sampleCount(s.commitSeconds), sampleSum(s.batchSize); commits >= n || orders != n {
+		t.Fatalf("%d commits for %v orders; want fewer commits than %d orders", commits, orders, n)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatal(err)
+	}
+	o, ok, err := s.Order(ctx, base+2)
+	if err != nil || !ok || o.UserID != "u2" || o.RequestID != "r2" || o.Status != engine.Persisted || !o.CreatedAt.Equal(engine.OrderIDTime(base+2)) {
+		t.Fatalf("order: %+v %v %v", o, ok, err)
+	}
+	if _, ok, _ := s.Order(ctx, 1); ok {
+		t.Fatal("found a missing order")
+	}
+	list, err := s.UserOrders(ctx, "u7")
+	if err != nil || len(list) != 5 || list[0].ID < list[1].ID {
+		t.Fatalf("user orders: %d %v", len(list), err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, order(base+n, "x", "")); err != ErrClosed {
+		t.Fatalf("append after close: %v", err)
+	}
+
+	// Reopen: everything is there.
+	s = openStore(t, dir)
+	defer s.Close()
+	snap, err := s.Load(ctx, 10*time.Minute, t0.Add(time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(snap.Items) != 1 || snap.Items[0].Sold != n || snap.Items[0].Item != item {
+		t.Fatalf("items: %+v", snap.Items)
+	}
+	if len(snap.Holdings) != 100 || snap.Holdings[0].Units != 5 {
+		t.Fatalf("holdings: %d %+v", len(snap.Holdings), snap.Holdings[0])
+	}
+	if len(snap.Replays) != n/2 || snap.Replays[0].Status != engine.Accepted {
+		t.Fatalf("replays: %d", len(snap.Replays))
+	}
+	if snap.LastOrderID != base+n-1 {
+		t.Fatalf("last id %d", snap.LastOrderID)
+	}
+	// Past the window, no replays are loaded.
+	snap, _ = s.Load(ctx, 10*time.Minute, t0.Add(11*time.Minute))
+	if len(snap.Replays) != 0 {
+		t.Fatalf("replays past the window: %d", len(snap.Replays))
+	}
+}
+
+func TestDataDirLocked(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	if _, err := Open(Options{Dir: dir}); err == nil {
+		t.Fatal("second open of a data directory succeeded")
+	}
+	s.Close()
+	openStore(t, dir).Close()
+}
+
+func TestFailedCommitStoresNothing(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	ctx := context.Background()
+	id := engine.FirstOrderIDAt(t0)
+	if err := s.Append(ctx, order(id, "u", "")); err != nil {
+		t.Fatal(err)
+	}
+	// A duplicate id fails its whole batch, and Check reports it.
+	if err := s.Append(ctx, order(id, "u", "")); err == nil {
+		t.Fatal("duplicate order id accepted")
+	}
+	if s.Check(ctx) == nil {
+		t.Fatal("Check is fine after a failed commit")
+	}
+	if err := s.Append(ctx, order(id+1, "u", "")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("Check after recovery: %v", err)
+	}
+}
+
+func TestMaxBatchSeals(t *testing.T) {
+	s, err := Open(Options{Dir: t.TempDir(), MaxBatch: 3})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	base := engine.FirstOrderIDAt(t0)
+	var wg sync.WaitGroup
+	for i := range 50 {
+		wg.Go(func() {
+			if err := s.Append(context.Background(), order(base+uint64(i), "u", "")); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	snap, err := s.Load(context.Background(), time.Minute, t0)
+	if err != nil || snap.LastOrderID != base+49 {
+		t.Fatalf("%v %d", err, snap.LastOrderID)
+	}
+}
+
+// BenchmarkAppend measures group commit throughput with many concurrent
+// buyers, as the HTTP front produces them: orders/s = 1e9 / ns/op.
+func BenchmarkAppend(b *testing.B) {
+	for _, buyers := range []int{1, 64, 1024} {
+		b.Run(fmt.Sprintf("buyers=%d", buyers), func(b *testing.B) {
+			s := openStore(b, b.TempDir())
+			defer s.Close()
+			base := engine.FirstOrderIDAt(time.Now())
+			var next sync.Mutex
+			id := base
+			b.SetParallelism(max(1, buyers/2))
+			b.ReportAllocs()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					next.Lock()
+					id++
+					o := order(id, "user-1", "req")
+					next.Unlock()
+					if err := s.Append(context.Background(), o); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
+
+func sampleCount(h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	h.Write(&m)
+	return m.GetHistogram().GetSampleCount()
+}
+
+func sampleSum(h prometheus.Histogram) float64 {
+	var m dto.Metric
+	h.Write(&m)
+	return m.GetHistogram().GetSampleSum()
+}
