@@ -1,0 +1,147 @@
+// Command flashsale is an edge server for flash sales: it decides in memory
+// who wins, never sells a unit twice and never loses an order it said yes to.
+// See README.md; the HTTP contract is API.md.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/bytedance/sonic"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/sqlitestore"
+	"github.com/flashsale/flashsale/server"
+)
+
+// version is stamped by the Makefile with -ldflags -X.
+var version = "dev"
+
+func main() {
+	flag.Parse()
+	if *showVersion {
+		fmt.Println("flashsale", version)
+		return
+	}
+	if err := envOverlay(); err != nil {
+		fatal("invalid environment", err)
+	}
+	if err := validate(); err != nil {
+		fatal("invalid configuration", err)
+	}
+	if *checkConfig {
+		fmt.Println("configuration is valid")
+		return
+	}
+	slog.Info("starting flashsale", "version", version, "mode", "standalone", "cpus", *shards, "sonic_api", sonic.APIKind)
+	if sonic.APIKind != sonic.UseSonicJSON {
+		slog.Warn("sonic runs in its encoding/json fallback on this platform: JSON is slower")
+	}
+
+	start := time.Now()
+	store, err := sqlitestore.Open(sqlitestore.Options{Dir: *dataDir, MaxBatch: *storeBatch})
+	if err != nil {
+		fatal("cannot open the order store", err)
+	}
+	eng, err := engine.New(engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: store, Catalog: store})
+	if err != nil {
+		fatal("cannot start the engine", err)
+	}
+	snap, err := store.Load(context.Background(), *idemWindow, time.Now())
+	if err != nil {
+		fatal("cannot load the order store", err)
+	}
+	if err := eng.Restore(snap); err != nil {
+		fatal("cannot rebuild the engine from the order store", err)
+	}
+	slog.Info("engine rebuilt from the order store", "dir", *dataDir, "items", len(snap.Items),
+		"holdings", len(snap.Holdings), "replayable_requests", len(snap.Replays), "took", time.Since(start))
+
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store)
+	checks := []server.Check{{Name: "order store", Check: store.Check}}
+	srv, err := server.New(serverOptions(), eng, store, checks, reg)
+	if err != nil {
+		fatal("cannot build the HTTP server", err)
+	}
+	pub, err := net.Listen("tcp", *listen)
+	if err != nil {
+		fatal("cannot listen on -listen", err)
+	}
+	adm, err := net.Listen("tcp", *adminListen)
+	if err != nil {
+		fatal("cannot listen on -admin-listen", err)
+	}
+	serveErr := make(chan error, 1)
+	go func() { serveErr <- srv.Serve(pub, adm) }()
+	greet(pub.Addr().String(), adm.Addr().String())
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	select {
+	case s := <-sig:
+		slog.Info("shutting down", "signal", s.String(), "shutdown_delay", *shutdownWait)
+	case err := <-serveErr:
+		fatal("HTTP server failed", err)
+	}
+
+	// Stop in reverse order of start, timing each step.
+	step := func(name string, f func() error) {
+		t := time.Now()
+		if err := f(); err != nil {
+			slog.Error("stopping "+name, "err", err, "took", time.Since(t))
+			return
+		}
+		slog.Info("stopped "+name, "took", time.Since(t))
+	}
+	step("HTTP server", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), *shutdownWait+*drainTimeout)
+		defer cancel()
+		return srv.Shutdown(ctx)
+	})
+	step("engine", func() error { eng.Close(); return nil })
+	step("order store", store.Close)
+	slog.Info("bye")
+}
+
+// greet tells a newcomer how to use what just started.
+func greet(pub, adm string) {
+	slog.Info("serving", "public", pub, "admin", adm)
+	fmt.Fprintf(os.Stderr, `
+  flashsale is ready. Create an item on the admin port, then buy it:
+
+    curl -X PUT http://%[2]s/api/v1/items/phone-1 -H 'Content-Type: application/json' \
+         -d '{"name":"Phone","price_cents":19900,"stock":1000,"per_user_limit":1}'
+    curl -X POST http://%[1]s/api/v1/items/phone-1/purchase -H 'Content-Type: application/json' \
+         -d '{"user_id":"u-42","request_id":"r-1"}'
+    curl http://%[1]s/api/v1/items/phone-1
+    curl http://%[2]s/metrics
+
+`, hostport(pub), hostport(adm))
+}
+
+// hostport makes a listen address usable in a URL (":8080" -> "localhost:8080").
+func hostport(addr string) string {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return addr
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+func fatal(msg string, err error) {
+	slog.Error(msg, "err", err)
+	os.Exit(1)
+}

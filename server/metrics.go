@@ -1,0 +1,145 @@
+package server
+
+import (
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+// httpMetrics counts requests by route and status, purchase outcomes by
+// code, and reports each item's stock. Request counts are atomics in fixed
+// arrays, turned into series only when scraped: the hot path pays one
+// atomic add and one histogram observation, with no lock and no allocation.
+type httpMetrics struct {
+	s *Server
+
+	mu     sync.Mutex
+	routes map[string]*routeStats
+	other  *routeStats // unknown routes and unreadable requests
+
+	duration *prometheus.HistogramVec
+	outcomes *prometheus.CounterVec
+	byCode   map[engine.Code]prometheus.Counter
+	created  prometheus.Counter
+	replayed prometheus.Counter
+
+	requestsDesc, stockTotal, stockLeft, sold, pending, idemEntries, openConns *prometheus.Desc
+}
+
+type routeStats struct {
+	name     string
+	statuses [600]atomic.Uint64
+	duration prometheus.Observer
+}
+
+func (r *routeStats) count(status int) {
+	if status < 0 || status >= len(r.statuses) {
+		status = 0
+	}
+	r.statuses[status].Add(1)
+}
+
+var purchaseCodes = []engine.Code{
+	engine.CodeInvalidRequest, engine.CodeItemNotFound, engine.CodeSoldOut, engine.CodeLimitExceeded,
+	engine.CodeSaleNotStarted, engine.CodeSaleEnded, engine.CodeRequestInProgress,
+	engine.CodeIdempotencyKeyReused, engine.CodeUnavailable, codeInternal,
+}
+
+func newHTTPMetrics(s *Server) *httpMetrics {
+	m := &httpMetrics{
+		s:      s,
+		routes: map[string]*routeStats{},
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flashsale_http_request_duration_seconds",
+			Help:    "Time from routing a request to its response being ready, by route.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16), // 25 µs .. 0.8 s
+		}, []string{"route"}),
+		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flashsale_purchase_outcomes_total",
+			Help: "Purchase answers by outcome: created, replayed, or the error code.",
+		}, []string{"outcome"}),
+		byCode: map[engine.Code]prometheus.Counter{},
+
+		requestsDesc: prometheus.NewDesc("flashsale_http_requests_total", "HTTP requests by route and status.", []string{"route", "status"}, nil),
+		stockTotal:   prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
+		stockLeft:    prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
+		sold:         prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
+		pending:      prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
+		idemEntries:  prometheus.NewDesc("flashsale_idempotency_entries", "Request ids remembered for replays.", nil, nil),
+		openConns:    prometheus.NewDesc("flashsale_http_open_connections", "Open connections by listener.", []string{"listener"}, nil),
+	}
+	m.other = m.route("other")
+	for _, c := range purchaseCodes {
+		m.byCode[c] = m.outcomes.WithLabelValues(string(c))
+	}
+	m.created = m.outcomes.WithLabelValues("created")
+	m.replayed = m.outcomes.WithLabelValues("replayed")
+	return m
+}
+
+func (m *httpMetrics) route(name string) *routeStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.routes[name]
+	if r == nil {
+		r = &routeStats{name: name, duration: m.duration.WithLabelValues(name)}
+		m.routes[name] = r
+	}
+	return r
+}
+
+func (m *httpMetrics) outcome(c engine.Code) {
+	if ctr := m.byCode[c]; ctr != nil {
+		ctr.Inc()
+		return
+	}
+	m.byCode[codeInternal].Inc()
+}
+
+// instrument counts h's answers under the route name.
+func (s *Server) instrument(name string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	r := s.metrics.route(name)
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		h(ctx)
+		r.duration.Observe(time.Since(start).Seconds())
+		r.count(ctx.Response.StatusCode())
+	}
+}
+
+func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.duration.Describe(ch)
+	m.outcomes.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.requestsDesc, m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.openConns} {
+		ch <- d
+	}
+}
+
+func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.duration.Collect(ch)
+	m.outcomes.Collect(ch)
+	m.mu.Lock()
+	for _, r := range m.routes {
+		for status := range r.statuses {
+			if n := r.statuses[status].Load(); n > 0 {
+				ch <- prometheus.MustNewConstMetric(m.requestsDesc, prometheus.CounterValue, float64(n), r.name, strconv.Itoa(status))
+			}
+		}
+	}
+	m.mu.Unlock()
+	for _, v := range m.s.eng.Items() {
+		ch <- prometheus.MustNewConstMetric(m.stockTotal, prometheus.GaugeValue, float64(v.Stock), v.ID)
+		ch <- prometheus.MustNewConstMetric(m.stockLeft, prometheus.GaugeValue, float64(v.StockLeft), v.ID)
+		ch <- prometheus.MustNewConstMetric(m.sold, prometheus.GaugeValue, float64(v.Sold), v.ID)
+		ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(v.Pending), v.ID)
+	}
+	ch <- prometheus.MustNewConstMetric(m.idemEntries, prometheus.GaugeValue, float64(m.s.eng.IdempotencyEntries()))
+	ch <- prometheus.MustNewConstMetric(m.openConns, prometheus.GaugeValue, float64(m.s.public.GetOpenConnectionsCount()), "public")
+	ch <- prometheus.MustNewConstMetric(m.openConns, prometheus.GaugeValue, float64(m.s.admin.GetOpenConnectionsCount()), "admin")
+}

@@ -1,0 +1,50 @@
+package server
+
+import (
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
+	raw := pathParam(ctx, "order_id")
+	id, err := strconv.ParseUint(raw, 10, 63)
+	if err != nil {
+		writeError(ctx, engine.CodeInvalidRequest, "order id must be a decimal number")
+		return
+	}
+	o, ok, err := s.orders.Order(ctx, id)
+	switch {
+	case err != nil:
+		s.errLog.Error("cannot read order", "order", id, "err", err)
+		writeError(ctx, engine.CodeUnavailable, "the order store is unavailable; retry later")
+	case !ok:
+		writeError(ctx, codeOrderNotFound, "no order ", raw)
+	default:
+		oj := toOrderJSON(o)
+		writeJSON(ctx, fasthttp.StatusOK, &oj)
+	}
+}
+
+func (s *Server) userOrders(ctx *fasthttp.RequestCtx) {
+	user := pathParam(ctx, "user_id")
+	if !engine.ValidUserID(user) {
+		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadUserID.Message())
+		return
+	}
+	orders, err := s.orders.UserOrders(ctx, user)
+	if err != nil {
+		s.errLog.Error("cannot read orders", "user", user, "err", err)
+		writeError(ctx, engine.CodeUnavailable, "the order store is unavailable; retry later")
+		return
+	}
+	list := struct {
+		Orders []orderJSON `json:"orders"`
+	}{Orders: make([]orderJSON, len(orders))}
+	for i, o := range orders {
+		list.Orders[i] = toOrderJSON(o)
+	}
+	writeJSON(ctx, fasthttp.StatusOK, &list)
+}

@@ -1,0 +1,183 @@
+package server
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/bytedance/sonic/encoder"
+	"github.com/valyala/fasthttp"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+// Codes of API.md that only the front gives (the engine has the others).
+const (
+	codeOrderNotFound        engine.Code = "order_not_found"
+	codeBodyTooLarge         engine.Code = "body_too_large"
+	codeUnsupportedMediaType engine.Code = "unsupported_media_type"
+	codeUnauthorized         engine.Code = "unauthorized"
+	codeNotFound             engine.Code = "not_found"
+	codeMethodNotAllowed     engine.Code = "method_not_allowed"
+	codeInternal             engine.Code = "internal"
+	codeRateLimited          engine.Code = "rate_limited"
+)
+
+// statusOf maps every error code to its HTTP status, in one place.
+func statusOf(c engine.Code) int {
+	switch c {
+	case engine.CodeInvalidRequest:
+		return fasthttp.StatusBadRequest
+	case engine.CodeItemNotFound, codeOrderNotFound, codeNotFound:
+		return fasthttp.StatusNotFound
+	case engine.CodeSoldOut, engine.CodeLimitExceeded, engine.CodeSaleNotStarted, engine.CodeSaleEnded,
+		engine.CodeRequestInProgress, engine.CodeStockBelowSold:
+		return fasthttp.StatusConflict
+	case engine.CodeIdempotencyKeyReused:
+		return fasthttp.StatusUnprocessableEntity
+	case codeBodyTooLarge:
+		return fasthttp.StatusRequestEntityTooLarge
+	case codeUnsupportedMediaType:
+		return fasthttp.StatusUnsupportedMediaType
+	case codeUnauthorized:
+		return fasthttp.StatusUnauthorized
+	case codeMethodNotAllowed:
+		return fasthttp.StatusMethodNotAllowed
+	case codeRateLimited:
+		return fasthttp.StatusTooManyRequests
+	case engine.CodeUnavailable:
+		return fasthttp.StatusServiceUnavailable
+	}
+	return fasthttp.StatusInternalServerError
+}
+
+// retryAfterSeconds is the Retry-After of 429 and 503 answers.
+const retryAfterSeconds = "1"
+
+var (
+	jsonContentType = []byte("application/json")
+	errorHead       = []byte(`{"error":{"code":"`)
+	errorMid        = []byte(`","message":`)
+	errorTail       = []byte("}}")
+)
+
+// writeError answers with the error shape of API.md. The message is built
+// from parts so that the losers' answers cost no allocation: parts are
+// concatenated and written as one JSON string.
+func writeError(ctx *fasthttp.RequestCtx, code engine.Code, msg ...string) {
+	status := statusOf(code)
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(jsonContentType)
+	if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
+		ctx.Response.Header.Set("Retry-After", retryAfterSeconds)
+	}
+	var stack [512]byte
+	b := append(stack[:0], errorHead...)
+	b = append(b, code...)
+	b = append(b, errorMid...)
+	b = append(b, '"')
+	for _, m := range msg {
+		b = appendJSONStringBody(b, m)
+	}
+	b = append(b, '"')
+	b = append(b, errorTail...)
+	ctx.Response.SetBody(b)
+}
+
+// appendJSONStringBody appends s escaped for the inside of a JSON string.
+func appendJSONStringBody(dst []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c == '"' || c == '\\':
+			dst = append(dst, '\\', c)
+		case c < 0x20:
+			dst = append(dst, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+		default:
+			dst = append(dst, c)
+		}
+	}
+	return dst
+}
+
+// writeJSON answers with v encoded by sonic.
+func writeJSON(ctx *fasthttp.RequestCtx, status int, v any) {
+	buf := bufPool.Get()
+	b := (*buf)[:0]
+	if err := encoder.EncodeInto(&b, v, 0); err != nil {
+		bufPool.Put(buf)
+		writeError(ctx, codeInternal, "cannot encode the response")
+		return
+	}
+	ctx.Response.SetStatusCode(status)
+	ctx.Response.Header.SetContentTypeBytes(jsonContentType)
+	ctx.Response.SetBody(b)
+	if cap(b) <= maxPooledBuf {
+		*buf = b
+		bufPool.Put(buf)
+	}
+}
+
+// maxPooledBuf caps what the buffer pool keeps, so that one huge list does
+// not pin its memory for ever.
+const maxPooledBuf = 64 << 10
+
+var bufPool = newPool(func() *[]byte { b := make([]byte, 0, 1024); return &b })
+
+// Times on the wire are RFC 3339 in UTC; order times keep milliseconds.
+const orderTimeLayout = "2006-01-02T15:04:05.000Z07:00"
+
+func formatTime(t time.Time) string {
+	if t.IsZero() {
+		return ""
+	}
+	return t.UTC().Format(time.RFC3339Nano)
+}
+
+type orderJSON struct {
+	OrderID    string `json:"order_id"`
+	ItemID     string `json:"item_id"`
+	UserID     string `json:"user_id"`
+	Quantity   int64  `json:"quantity"`
+	PriceCents int64  `json:"price_cents"`
+	Status     string `json:"status"`
+	CreatedAt  string `json:"created_at"`
+}
+
+func toOrderJSON(o *engine.Order) orderJSON {
+	return orderJSON{
+		OrderID:    strconv.FormatUint(o.ID, 10),
+		ItemID:     o.ItemID,
+		UserID:     o.UserID,
+		Quantity:   o.Quantity,
+		PriceCents: o.PriceCents,
+		Status:     o.Status.String(),
+		CreatedAt:  o.CreatedAt.UTC().Format(orderTimeLayout),
+	}
+}
+
+type itemJSON struct {
+	ID           string `json:"id"`
+	Name         string `json:"name"`
+	PriceCents   int64  `json:"price_cents"`
+	StockTotal   int64  `json:"stock_total"`
+	StockLeft    int64  `json:"stock_left"`
+	PerUserLimit int64  `json:"per_user_limit"`
+	StartsAt     string `json:"starts_at,omitempty"`
+	EndsAt       string `json:"ends_at,omitempty"`
+	State        string `json:"state"`
+}
+
+func toItemJSON(v engine.ItemView) itemJSON {
+	return itemJSON{
+		ID:           v.ID,
+		Name:         v.Name,
+		PriceCents:   v.PriceCents,
+		StockTotal:   v.Stock,
+		StockLeft:    v.StockLeft,
+		PerUserLimit: v.PerUserLimit,
+		StartsAt:     formatTime(v.StartsAt),
+		EndsAt:       formatTime(v.EndsAt),
+		State:        v.State.String(),
+	}
+}
