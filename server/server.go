@@ -260,4 +260,3 @@ type fasthttpLogger struct{ l *rateLog }
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Error(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
-
