@@ -2,11 +2,12 @@ package server
 
 import (
 	"crypto/subtle"
+	"net/http"
+	"net/http/pprof"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttpadaptor"
-	"github.com/valyala/fasthttp/pprofhandler"
 )
 
 // adminHandler is the admin listener's entry: items, /metrics, pprof and
@@ -19,7 +20,7 @@ func (s *Server) adminHandler() fasthttp.RequestHandler {
 	r.GET("/api/v1/items/{id}", s.instrument("admin_item", s.getItem))
 	metrics := fasthttpadaptor.NewFastHTTPHandler(promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
 	r.GET("/metrics", s.instrument("metrics", metrics))
-	r.ANY("/debug/pprof/{profile:*}", s.instrument("pprof", pprofhandler.PprofHandler))
+	r.ANY("/debug/pprof/{profile:*}", s.instrument("pprof", pprofHandler()))
 	s.health(r)
 	h := r.Handler
 	want := []byte("Bearer " + s.opts.AdminToken)
@@ -33,4 +34,16 @@ func (s *Server) adminHandler() fasthttp.RequestHandler {
 		}
 		h(ctx)
 	}
+}
+
+// pprofHandler serves the standard net/http/pprof handlers, index included
+// (fasthttp's pprofhandler answers 404 at /debug/pprof/).
+func pprofHandler() fasthttp.RequestHandler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return fasthttpadaptor.NewFastHTTPHandler(mux)
 }

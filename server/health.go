@@ -26,7 +26,7 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeUnavailable, "shutting down")
 		return
 	}
-	cctx, cancel := context.WithTimeout(ctx, s.opts.ReadyTimeout)
+	cctx, cancel := context.WithTimeout(context.Background(), s.opts.ReadyTimeout)
 	defer cancel()
 	for _, c := range s.checks {
 		if err := c.Check(cctx); err != nil {

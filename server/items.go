@@ -105,7 +105,9 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, strings.TrimPrefix(err.Error(), "engine: "))
 		return
 	}
-	v, created, err := s.eng.PutItem(ctx, it)
+	ioCtx, cancel := s.ioContext()
+	defer cancel()
+	v, created, err := s.eng.PutItem(ioCtx, it)
 	switch code := engine.CodeOf(err); {
 	case err == nil:
 	case code == engine.CodeStockBelowSold:
@@ -134,7 +136,9 @@ func (s *Server) deleteItem(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadItemID.Message())
 		return
 	}
-	_, err := s.eng.EndItem(ctx, id)
+	ioCtx, cancel := s.ioContext()
+	defer cancel()
+	_, err := s.eng.EndItem(ioCtx, id)
 	switch engine.CodeOf(err) {
 	case "":
 		if err != nil {

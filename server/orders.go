@@ -15,7 +15,9 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, "order id must be a decimal number")
 		return
 	}
-	o, ok, err := s.orders.Order(ctx, id)
+	ioCtx, cancel := s.ioContext()
+	defer cancel()
+	o, ok, err := s.orders.Order(ioCtx, id)
 	switch {
 	case err != nil:
 		s.errLog.Error("cannot read order", "order", id, "err", err)
@@ -34,7 +36,9 @@ func (s *Server) userOrders(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadUserID.Message())
 		return
 	}
-	orders, err := s.orders.UserOrders(ctx, user)
+	ioCtx, cancel := s.ioContext()
+	defer cancel()
+	orders, err := s.orders.UserOrders(ioCtx, user)
 	if err != nil {
 		s.errLog.Error("cannot read orders", "user", user, "err", err)
 		writeError(ctx, engine.CodeUnavailable, "the order store is unavailable; retry later")

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -51,7 +52,7 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 		writeError(ctx, engine.CodeInvalidRequest, msg)
 		return
 	}
-	o, replayed, err := s.eng.Purchase(ctx, req)
+	o, replayed, err := s.eng.Purchase(context.Background(), req)
 	if err != nil {
 		code := engine.CodeOf(err)
 		s.metrics.outcome(code)

@@ -260,3 +260,11 @@ type fasthttpLogger struct{ l *rateLog }
 func (f fasthttpLogger) Printf(format string, args ...any) {
 	f.l.Error(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
+
+// ioContext bounds a handler's store call by the write timeout. Handlers
+// never pass the *fasthttp.RequestCtx itself as a context.Context: database/sql
+// watches a context's Done from another goroutine, which may outlive the
+// handler, and fasthttp recycles the RequestCtx as soon as the handler returns.
+func (s *Server) ioContext() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+}

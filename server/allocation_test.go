@@ -1,0 +1,37 @@
+//go:build !race
+
+package server
+
+import (
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+// A sold-out answer, end to end through fasthttp's in-memory listener (client
+// included), must not allocate: losers are the flood.
+func TestSoldOutPurchaseDoesNotAllocate(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	ts.putItem("phone-1", `{"name":"Phone","price_cents":100,"stock":0}`)
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	req.Header.SetMethod("POST")
+	req.Header.SetContentType("application/json")
+	req.Header.Set("X-Request-Id", "trace-1")
+	req.SetRequestURI("http://test/api/v1/items/phone-1/purchase")
+	req.SetBodyString(`{"user_id":"u-42","quantity":1,"request_id":"r-1"}`)
+	do := func() {
+		if err := ts.pub.Do(req, resp); err != nil || resp.StatusCode() != 409 {
+			t.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())
+		}
+	}
+	do()
+	if n := testing.AllocsPerRun(2000, do); n != 0 {
+		t.Fatalf("sold-out purchase allocates %v times per request", n)
+	}
+	// And without a client X-Request-Id: the generated one is free too.
+	req.Header.Del("X-Request-Id")
+	do()
+	if n := testing.AllocsPerRun(2000, do); n != 0 {
+		t.Fatalf("sold-out purchase with a generated request id allocates %v times", n)
+	}
+}

@@ -1,0 +1,126 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/sqlitestore"
+)
+
+// controlSink wraps the real store and can be told to fail or to hold orders.
+type controlSink struct {
+	*sqlitestore.Store
+	mode    atomic.Int32 // 0 pass, 1 fail, 2 hold until release
+	entered chan struct{}
+	release chan struct{}
+}
+
+const (
+	sinkPass = iota
+	sinkFail
+	sinkHold
+)
+
+var errSinkDown = errors.New("sink down (test)")
+
+func (c *controlSink) Append(ctx context.Context, o *engine.Order) error {
+	switch c.mode.Load() {
+	case sinkFail:
+		return errSinkDown
+	case sinkHold:
+		c.entered <- struct{}{}
+		<-c.release
+	}
+	return c.Store.Append(ctx, o)
+}
+
+type testServer struct {
+	t        testing.TB
+	srv      *Server
+	eng      *engine.Engine
+	sink     *controlSink
+	pub, adm *fasthttp.HostClient
+}
+
+func newTestServer(t testing.TB, opts Options) *testServer {
+	t.Helper()
+	store, err := sqlitestore.Open(sqlitestore.Options{Dir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sink := &controlSink{Store: store, entered: make(chan struct{}), release: make(chan struct{})}
+	eng, err := engine.New(engine.Options{Sink: sink, Catalog: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(opts, eng, store, []Check{{Name: "order store", Check: store.Check}}, prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	pubL, admL := fasthttputil.NewInmemoryListener(), fasthttputil.NewInmemoryListener()
+	go srv.Serve(pubL, admL)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+		eng.Close()
+		store.Close()
+	})
+	client := func(l *fasthttputil.InmemoryListener) *fasthttp.HostClient {
+		return &fasthttp.HostClient{Addr: "test", Dial: func(string) (net.Conn, error) { return l.Dial() }, MaxConns: 64}
+	}
+	return &testServer{t: t, srv: srv, eng: eng, sink: sink, pub: client(pubL), adm: client(admL)}
+}
+
+type response struct {
+	status int
+	body   string
+	header map[string]string
+}
+
+// do sends a request; headers are "Name: value" strings. A body is sent as
+// JSON unless a Content-Type header says otherwise.
+func (ts *testServer) do(c *fasthttp.HostClient, method, path, body string, headers ...string) response {
+	ts.t.Helper()
+	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+	defer fasthttp.ReleaseRequest(req)
+	defer fasthttp.ReleaseResponse(resp)
+	req.Header.SetMethod(method)
+	req.SetRequestURI("http://test" + path)
+	if body != "" {
+		req.Header.SetContentType("application/json")
+		req.SetBodyString(body)
+	}
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	if err := c.Do(req, resp); err != nil {
+		ts.t.Fatalf("%s %s: %v", method, path, err)
+	}
+	r := response{status: resp.StatusCode(), body: string(resp.Body()), header: map[string]string{}}
+	for k, v := range resp.Header.All() {
+		r.header[string(k)] = string(v)
+	}
+	return r
+}
+
+func (ts *testServer) putItem(id, body string) response {
+	ts.t.Helper()
+	return ts.do(ts.adm, "PUT", "/api/v1/items/"+id, body)
+}
+
+func (ts *testServer) buy(item, body string, headers ...string) response {
+	ts.t.Helper()
+	return ts.do(ts.pub, "POST", "/api/v1/items/"+item+"/purchase", body, headers...)
+}
