@@ -6,7 +6,6 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
-
 )
 
 var purchaseSeeds = []string{
