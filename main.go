@@ -11,6 +11,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime"
 	"syscall"
 	"time"
 
@@ -42,7 +43,7 @@ func main() {
 		fmt.Println("configuration is valid")
 		return
 	}
-	slog.Info("starting flashsale", "version", version, "mode", "standalone", "cpus", *shards, "sonic_api", sonic.APIKind)
+	slog.Info("starting flashsale", "version", version, "mode", "standalone", "gomaxprocs", runtime.GOMAXPROCS(0), "sonic_api", sonic.APIKind)
 	if sonic.APIKind != sonic.UseSonicJSON {
 		slog.Warn("sonic runs in its encoding/json fallback on this platform: JSON is slower")
 	}

@@ -1,0 +1,277 @@
+package main
+
+// End-to-end tests of the real binary: build it, start it, hurt it.
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "flashsale-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "flashsale")
+	if out, err := exec.Command("go", "build", "-o", binary, ".").CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "cannot build the binary: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type proc struct {
+	cmd        *exec.Cmd
+	pub, admin string // base URLs
+	exited     chan error
+}
+
+var servingLine = regexp.MustCompile(`serving public=(\S+) admin=(\S+)`)
+
+// start runs the binary on dataDir with loopback ports chosen by the kernel
+// and waits until it serves.
+func start(t *testing.T, dataDir string, args ...string) *proc {
+	t.Helper()
+	args = append([]string{"-data-dir", dataDir, "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-shutdown-delay", "100ms"}, args...)
+	cmd := exec.Command(binary, args...)
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p := &proc{cmd: cmd, exited: make(chan error, 1)}
+	addrs := make(chan []string, 1)
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
+				addrs <- m[1:]
+			}
+			if testing.Verbose() {
+				t.Log(sc.Text())
+			}
+		}
+		p.exited <- cmd.Wait()
+	}()
+	t.Cleanup(func() { cmd.Process.Kill() })
+	select {
+	case a := <-addrs:
+		p.pub, p.admin = "http://"+a[0], "http://"+a[1]
+	case err := <-p.exited:
+		t.Fatalf("binary exited before serving: %v", err)
+	case <-time.After(20 * time.Second):
+		t.Fatal("binary did not start serving in 20 s")
+	}
+	return p
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func call(t *testing.T, method, url, body string, headers ...string) (int, http.Header, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest(method, url, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, url, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header, b
+}
+
+type orderJSON struct {
+	OrderID    string `json:"order_id"`
+	ItemID     string `json:"item_id"`
+	UserID     string `json:"user_id"`
+	Quantity   int64  `json:"quantity"`
+	PriceCents int64  `json:"price_cents"`
+	Status     string `json:"status"`
+	CreatedAt  string `json:"created_at"`
+}
+
+// TestKill9KeepsEveryAcceptedOrder buys concurrently, kills the process
+// with SIGKILL in the middle of the load, restarts it on the same data, and
+// checks invariants 1, 2 and 4 of DESIGN.md.
+func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir)
+	const stock, users = 2000, 4000
+	if code, _, b := call(t, "PUT", p.admin+"/api/v1/items/phone-1", fmt.Sprintf(`{"name":"Phone","price_cents":19900,"stock":%d,"per_user_limit":1}`, stock)); code != 201 {
+		t.Fatalf("create: %d %s", code, b)
+	}
+
+	var mu sync.Mutex
+	accepted := map[string][]byte{} // request id -> first 201 body
+	var wg sync.WaitGroup
+	next := make(chan int)
+	load := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 64}}
+	for w := 0; w < 32; w++ {
+		wg.Go(func() {
+			for i := range next {
+				body := fmt.Sprintf(`{"user_id":"u-%d","request_id":"r-%d"}`, i, i)
+				req, _ := http.NewRequest("POST", p.pub+"/api/v1/items/phone-1/purchase", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				resp, err := load.Do(req)
+				if err != nil {
+					continue // the process is gone
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode == 201 {
+					mu.Lock()
+					accepted[fmt.Sprintf("r-%d", i)] = b
+					mu.Unlock()
+				} else if resp.StatusCode != 409 && resp.StatusCode != 503 {
+					t.Errorf("purchase %d: %d %s", i, resp.StatusCode, b)
+				}
+			}
+		})
+	}
+	killed := false
+	for i := 0; i < users; i++ {
+		if !killed {
+			mu.Lock()
+			n := len(accepted)
+			mu.Unlock()
+			if n >= stock/4 {
+				if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+					t.Fatal(err)
+				}
+				killed = true
+			}
+		}
+		next <- i
+	}
+	close(next)
+	wg.Wait()
+	<-p.exited
+	if !killed {
+		t.Fatal("the load finished before the kill: raise users")
+	}
+	t.Logf("%d orders answered 201 before and around the kill", len(accepted))
+
+	p = start(t, dir)
+	// Every 201 survived, with the same fields.
+	for req, body := range accepted {
+		var o orderJSON
+		if err := json.Unmarshal(body, &o); err != nil {
+			t.Fatal(err)
+		}
+		code, _, got := call(t, "GET", p.pub+"/api/v1/orders/"+o.OrderID, "")
+		var stored orderJSON
+		json.Unmarshal(got, &stored)
+		stored.Status = o.Status
+		if code != 200 || stored != o {
+			t.Fatalf("order of %s lost or changed: %d %s, was %s", req, code, got, body)
+		}
+	}
+	// Stock balances: left = total - units in stored orders.
+	sold := 0
+	for i := 0; i < users; i++ {
+		_, _, b := call(t, "GET", fmt.Sprintf("%s/api/v1/users/u-%d/orders", p.pub, i), "")
+		var list struct{ Orders []orderJSON }
+		json.Unmarshal(b, &list)
+		if len(list.Orders) > 1 {
+			t.Fatalf("user u-%d holds %d orders over the limit of 1", i, len(list.Orders))
+		}
+		sold += len(list.Orders)
+	}
+	_, _, b := call(t, "GET", p.pub+"/api/v1/items/phone-1", "")
+	var item struct{ StockLeft int `json:"stock_left"` }
+	json.Unmarshal(b, &item)
+	if item.StockLeft != stock-sold || sold < len(accepted) {
+		t.Fatalf("stock_left %d, want %d - %d sold (%d answered 201)", item.StockLeft, stock, sold, len(accepted))
+	}
+	// A pre-crash request id replays its first answer, byte for byte.
+	for req, body := range accepted {
+		i := strings.TrimPrefix(req, "r-")
+		code, h, got := call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%s","request_id":"%s"}`, i, req))
+		if code != 201 || !bytes.Equal(got, body) || h.Get("Idempotent-Replayed") != "true" {
+			t.Fatalf("replay of %s after restart: %d %s, first answer %s", req, code, got, body)
+		}
+		break
+	}
+	// Selling goes on, never past the stock.
+	for i := users; i < users+stock; i++ {
+		call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%d"}`, i))
+	}
+	_, _, b = call(t, "GET", p.pub+"/api/v1/items/phone-1", "")
+	if !strings.Contains(string(b), `"stock_left":0`) || !strings.Contains(string(b), `"state":"sold_out"`) {
+		t.Fatalf("after selling the rest: %s", b)
+	}
+	if code, _, _ := call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", `{"user_id":"late"}`); code != 409 {
+		t.Fatalf("purchase past the stock: %d", code)
+	}
+}
+
+// TestGracefulShutdown: SIGTERM drains and exits 0, and the orders stay.
+func TestGracefulShutdown(t *testing.T) {
+	dir := t.TempDir()
+	p := start(t, dir)
+	call(t, "PUT", p.admin+"/api/v1/items/it", `{"name":"x","price_cents":1,"stock":5}`)
+	_, _, first := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`)
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-p.exited:
+		if err != nil {
+			t.Fatalf("exit after SIGTERM: %v", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("no exit 15 s after SIGTERM")
+	}
+	p = start(t, dir)
+	if _, _, again := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`); !bytes.Equal(again, first) {
+		t.Fatalf("replay after restart: %s, first %s", again, first)
+	}
+	// A second process on the same data directory is refused.
+	cmd := exec.Command(binary, "-data-dir", dir, "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0")
+	if out, err := cmd.CombinedOutput(); err == nil || !strings.Contains(string(out), "in use by another process") {
+		t.Fatalf("second process on one data dir: %v %s", err, out)
+	}
+}
+
+func TestCheckConfigAndEnvironment(t *testing.T) {
+	f := func(wantOK bool, env []string, args ...string) {
+		t.Helper()
+		cmd := exec.Command(binary, append([]string{"-check-config"}, args...)...)
+		cmd.Env = append(os.Environ(), env...)
+		out, err := cmd.CombinedOutput()
+		if (err == nil) != wantOK {
+			t.Fatalf("%v %v: err=%v\n%s", env, args, err, out)
+		}
+	}
+	f(true, nil)
+	f(false, nil, "-admin-listen", "0.0.0.0:6060")
+	f(true, nil, "-admin-listen", "0.0.0.0:6060", "-admin-token", "t")
+	f(false, []string{"FLASHSALE_ADMIN_LISTEN=0.0.0.0:6060"})
+	f(true, []string{"FLASHSALE_ADMIN_LISTEN=0.0.0.0:6060", "FLASHSALE_ADMIN_TOKEN=t"})
+	f(true, []string{"FLASHSALE_NODE_ID=5000"}, "-node-id", "3") // the command line wins
+	f(false, []string{"FLASHSALE_NODE_ID=5000"})
+	f(false, []string{"FLASHSALE_READ_TIMEOUT=soon"})
+	f(false, nil, "-redis", "127.0.0.1:6379")
+	f(false, nil, "-rate-global", "100")
+}
