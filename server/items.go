@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -60,10 +61,10 @@ const itemBodyHelp = "body must be a JSON object: name (string), price_cents (in
 func parseItem(id string, body []byte) (engine.Item, error) {
 	var b itemBody
 	if err := sonic.ConfigStd.Unmarshal(body, &b); err != nil {
-		return engine.Item{}, fmt.Errorf(itemBodyHelp)
+		return engine.Item{}, errors.New(itemBodyHelp)
 	}
 	if b.Name == nil || b.PriceCents == nil || b.Stock == nil {
-		return engine.Item{}, fmt.Errorf("name, price_cents and stock are required")
+		return engine.Item{}, errors.New("name, price_cents and stock are required")
 	}
 	it := engine.Item{ID: strings.Clone(id), Name: *b.Name, PriceCents: *b.PriceCents, Stock: *b.Stock, PerUserLimit: 1}
 	if b.PerUserLimit != nil {

@@ -1,0 +1,59 @@
+# The one interface for people and CI. `make run` and `make test` are the two
+# commands a newcomer needs; see README.md.
+
+GO          ?= go
+VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS     := -X main.version=$(VERSION)
+FUZZTIME    ?= 5s
+BENCHTIME   ?= 1s
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2026.2.2
+
+.PHONY: build run test test-race test-alloc fuzz bench wrk-compare fmt fmt-check vet lint clean
+
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/flashsale .
+
+## run: build and start the standalone server on :8080 (admin on 127.0.0.1:6060).
+run: build
+	./bin/flashsale
+
+## test: everything CI runs: format, vet, race-enabled tests (unit, HTTP,
+## end-to-end), the allocation tests (which need the race detector off) and
+## a short run of every fuzz target.
+test: fmt-check vet test-race test-alloc fuzz
+
+test-race:
+	$(GO) test -race -count=1 ./...
+
+test-alloc:
+	$(GO) test -count=1 -run 'DoesNotAllocate' ./...
+
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzIdentifiers$$' -fuzztime $(FUZZTIME) ./engine
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodePurchase$$' -fuzztime $(FUZZTIME) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzPurchaseHandler$$' -fuzztime $(FUZZTIME) ./server
+
+## bench: the Go benchmarks of tuning.md (engine, order ids, store).
+bench:
+	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./engine ./persist/...
+
+## wrk-compare: wrk against a bare fasthttp handler and the purchase endpoint
+## (sold-out and winning paths), in one run, with the ratios (needs wrk).
+wrk-compare: build
+	$(GO) build -o bin/bare ./tools/bare
+	bench/wrk/compare.sh
+
+fmt:
+	gofmt -w .
+
+fmt-check:
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
+
+vet:
+	$(GO) vet ./...
+
+lint: fmt-check vet
+	$(GO) run $(STATICCHECK) ./...
+
+clean:
+	rm -rf bin data

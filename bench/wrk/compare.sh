@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Measures, in one run on this machine: (a) a bare fasthttp handler, (b) the
+# purchase endpoint on a sold-out item, (c) the purchase endpoint on the
+# winning path (distinct users, stock large enough never to run out), and
+# prints b/a and c/a. wrk shares the 2 cores with the server: ratios are the
+# figure to quote, not the absolute numbers.
+#   bench/wrk/compare.sh        (after make build and go build -o bin/bare ./tools/bare)
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+THREADS=${THREADS:-2} CONNS=${CONNS:-64} DURATION=${DURATION:-10s}
+PUB=127.0.0.1:18080 ADM=127.0.0.1:16060 BARE=127.0.0.1:18090
+data=$(mktemp -d)
+cleanup() { kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true; rm -rf "$data"; }
+pids=()
+trap cleanup EXIT
+
+bin/bare -listen $BARE 2>/dev/null & pids+=($!)
+bin/flashsale -data-dir "$data" -listen $PUB -admin-listen $ADM 2>"$data/log" & pids+=($!)
+for _ in $(seq 50); do curl -fs "http://$PUB/readyz" >/dev/null 2>&1 && break; sleep 0.1; done
+json='Content-Type: application/json'
+curl -fs -X PUT "http://$ADM/api/v1/items/gone" -H "$json" -d '{"name":"Gone","price_cents":100,"stock":0}' >/dev/null
+curl -fs -X PUT "http://$ADM/api/v1/items/plenty" -H "$json" -d '{"name":"Plenty","price_cents":100,"stock":100000000}' >/dev/null
+
+run() { # name url [wrk args...]
+  local name=$1 url=$2; shift 2
+  local out; out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
+  local rps; rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  local p50 p99; p50=$(awk '$1=="50%" {print $2}' <<<"$out"); p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  local non2xx; non2xx=$(awk '/Non-2xx/ {print $5}' <<<"$out")
+  printf '%-34s %10s req/s  p50 %-9s p99 %-9s non-2xx/3xx %s\n' "$name" "$rps" "$p50" "$p99" "${non2xx:-0}" >&2
+  echo "$rps"
+}
+echo "wrk -t$THREADS -c$CONNS -d$DURATION, $(nproc) cores, $(date -u +%Y-%m-%dT%H:%MZ)" >&2
+a=$(run "(a) bare fasthttp handler" "http://$BARE/")
+b=$(run "(b) purchase, sold out" "http://$PUB/api/v1/items/gone/purchase" -s bench/wrk/sold_out.lua)
+c=$(run "(c) purchase, winning (durable)" "http://$PUB/api/v1/items/plenty/purchase" -s bench/wrk/purchase.lua)
+awk -v a="$a" -v b="$b" -v c="$c" 'BEGIN { printf "b/a = %.2f   c/a = %.2f\n", b/a, c/a }' >&2
