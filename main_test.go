@@ -201,7 +201,9 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 		sold += len(list.Orders)
 	}
 	_, _, b := call(t, "GET", p.pub+"/api/v1/items/phone-1", "")
-	var item struct{ StockLeft int `json:"stock_left"` }
+	var item struct {
+		StockLeft int `json:"stock_left"`
+	}
 	json.Unmarshal(b, &item)
 	if item.StockLeft != stock-sold || sold < len(accepted) {
 		t.Fatalf("stock_left %d, want %d - %d sold (%d answered 201)", item.StockLeft, stock, sold, len(accepted))

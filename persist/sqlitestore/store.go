@@ -57,7 +57,7 @@ type Store struct {
 	wake    chan struct{}
 	done    chan struct{}
 
-	lastErr atomic.Pointer[error] // last commit's failure, nil once one succeeds
+	lastErr atomic.Pointer[error]        // last commit's failure, nil once one succeeds
 	inserts [rowsPerInsert + 1]*sql.Stmt // owned by the writer goroutine
 
 	batchSize     prometheus.Histogram
