@@ -131,6 +131,7 @@ CREATE TABLE IF NOT EXISTS orders (
 	created_at  INTEGER NOT NULL     -- unix milliseconds
 );
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id DESC);
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL); -- Check's write
 `
 
 func lockDir(dir string) (*os.File, error) {
@@ -314,11 +315,16 @@ func (s *Store) Close() error {
 	return err
 }
 
-// Check reports whether the store can take orders: nil, or the error of the
-// last commit when it failed, or why the database does not answer.
+// Check reports whether the store can take orders. After a failed commit it
+// probes with a small durable write of its own, and clears the failure when
+// that succeeds: a node whose /readyz fails gets no purchases, so waiting for
+// the next order's commit to clear it would keep the node out for ever.
 func (s *Store) Check(ctx context.Context) error {
 	if p := s.lastErr.Load(); p != nil {
-		return *p
+		if _, err := s.w.ExecContext(ctx, `INSERT OR REPLACE INTO probe (id, at) VALUES (1, ?)`, time.Now().UnixNano()); err != nil {
+			return fmt.Errorf("%w (probe write: %w)", *p, err)
+		}
+		s.lastErr.CompareAndSwap(p, nil)
 	}
 	return s.r.PingContext(ctx)
 }

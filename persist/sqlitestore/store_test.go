@@ -126,14 +126,19 @@ func TestFailedCommitStoresNothing(t *testing.T) {
 	if err := s.Append(ctx, order(id, "u", "")); err == nil {
 		t.Fatal("duplicate order id accepted")
 	}
-	if s.Check(ctx) == nil {
-		t.Fatal("Check is fine after a failed commit")
+	if p := s.lastErr.Load(); p == nil {
+		t.Fatal("a failed commit is not recorded")
+	}
+	// The database itself is fine, so Check's probe write clears the failure
+	// without waiting for another order.
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("Check after a failed commit on a healthy database: %v", err)
+	}
+	if p := s.lastErr.Load(); p != nil {
+		t.Fatal("probe did not clear the failure")
 	}
 	if err := s.Append(ctx, order(id+1, "u", "")); err != nil {
 		t.Fatal(err)
-	}
-	if err := s.Check(ctx); err != nil {
-		t.Fatalf("Check after recovery: %v", err)
 	}
 }
 
@@ -201,4 +206,31 @@ func sampleSum(h prometheus.Histogram) float64 {
 	var m dto.Metric
 	h.Write(&m)
 	return m.GetHistogram().GetSampleSum()
+}
+
+func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	defer s.Close()
+	ctx := context.Background()
+	id := engine.FirstOrderIDAt(t0)
+	// Make the database read-only under the store: commits and probes fail.
+	if _, err := s.w.Exec(`PRAGMA query_only = 1`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, order(id, "u", "")); err == nil {
+		t.Fatal("commit succeeded on a read-only database")
+	}
+	if err := s.Check(ctx); err == nil {
+		t.Fatal("Check is fine while writes fail")
+	}
+	if _, err := s.w.Exec(`PRAGMA query_only = 0`); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Check(ctx); err != nil {
+		t.Fatalf("Check after the disk came back: %v", err)
+	}
+	if err := s.Append(ctx, order(id, "u", "")); err != nil {
+		t.Fatal(err)
+	}
 }
