@@ -1,0 +1,116 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+)
+
+// flakySink fails a share of appends, at random.
+type flakySink struct {
+	memSink
+	failPct int
+}
+
+func (s *flakySink) Append(ctx context.Context, o *Order) error {
+	if rand.IntN(100) < s.failPct {
+		return errBoom
+	}
+	return s.memSink.Append(ctx, o)
+}
+
+// TestChaos races buyers (repeating users and request ids) against a sink
+// that fails a fifth of the time and an admin who raises and lowers the
+// stock. At rest the stock must balance exactly against the orders the sink
+// holds, and no user may hold more than the limit.
+func TestChaos(t *testing.T) {
+	sink := &flakySink{failPct: 20}
+	e, err := New(Options{Shards: 4, Sink: sink, Catalog: &memCatalog{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	const limit = 2
+	put := func(stock int64) error {
+		_, _, err := e.PutItem(ctx, Item{ID: "it", Name: "x", PriceCents: 7, Stock: stock, PerUserLimit: limit})
+		return err
+	}
+	if err := put(200); err != nil {
+		t.Fatal(err)
+	}
+
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	answers := map[string]*Order{} // user/request id -> first order
+	for w := 0; w < 16; w++ {
+		wg.Go(func() {
+			for i := 0; i < 300; i++ {
+				user := fmt.Sprintf("u%d", rand.IntN(250))
+				req := fmt.Sprintf("r%d", rand.IntN(3))
+				q := int64(1 + rand.IntN(limit))
+				o, replayed, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: user, RequestID: req, Quantity: q})
+				switch {
+				case err == nil:
+					mu.Lock()
+					first := answers[user+"/"+req]
+					if replayed && first != nil && first != o {
+						t.Errorf("replay of %s/%s answered another order", user, req)
+					}
+					if first == nil {
+						answers[user+"/"+req] = o
+					}
+					mu.Unlock()
+				case errors.Is(err, ErrSoldOut), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrUnavailable),
+					errors.Is(err, ErrRequestInProgress), errors.Is(err, ErrIdempotencyKeyReused):
+				default:
+					t.Errorf("unexpected %v", err)
+				}
+			}
+		})
+	}
+	wg.Go(func() {
+		stock := int64(200)
+		for i := 0; i < 100; i++ {
+			next := stock + int64(rand.IntN(21)-10)
+			switch err := put(next); {
+			case err == nil:
+				stock = next
+			case errors.Is(err, ErrStockBelowSold):
+			default:
+				t.Errorf("restock: %v", err)
+			}
+		}
+	})
+	wg.Wait()
+
+	v := checkBalance(t, e, "it")
+	orders := sink.all()
+	var sold int64
+	held := map[string]int64{}
+	ids := map[uint64]bool{}
+	for _, o := range orders {
+		sold += o.Quantity
+		held[o.UserID] += o.Quantity
+		if held[o.UserID] > limit {
+			t.Fatalf("user %s holds %d > %d", o.UserID, held[o.UserID], limit)
+		}
+		if ids[o.ID] {
+			t.Fatalf("order id %d twice", o.ID)
+		}
+		ids[o.ID] = true
+	}
+	if sold != v.Sold {
+		t.Fatalf("sink holds %d units, engine says %d sold", sold, v.Sold)
+	}
+	// Every answered order is durable.
+	for key, o := range answers {
+		if !ids[o.ID] {
+			t.Fatalf("order %d answered to %s is not in the sink", o.ID, key)
+		}
+	}
+	t.Logf("stock %d, sold %d in %d orders, %d left", v.Stock, v.Sold, len(orders), v.StockLeft)
+}
