@@ -17,10 +17,20 @@ func pathParam(ctx *fasthttp.RequestCtx, name string) string {
 	return v
 }
 
-func (s *Server) getItem(ctx *fasthttp.RequestCtx) {
+// itemIDParam returns the {id} of the path, or answers 400 when it is not a
+// valid item id.
+func itemIDParam(ctx *fasthttp.RequestCtx) (string, bool) {
 	id := pathParam(ctx, "id")
 	if !engine.ValidItemID(id) {
 		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadItemID.Message())
+		return "", false
+	}
+	return id, true
+}
+
+func (s *Server) getItem(ctx *fasthttp.RequestCtx) {
+	id, ok := itemIDParam(ctx)
+	if !ok {
 		return
 	}
 	v, ok := s.eng.Item(id)
@@ -92,9 +102,8 @@ func parseTime(field string, s *string) (time.Time, error) {
 }
 
 func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
-	id := pathParam(ctx, "id")
-	if !engine.ValidItemID(id) {
-		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadItemID.Message())
+	id, ok := itemIDParam(ctx)
+	if !ok {
 		return
 	}
 	if !jsonBody(ctx) {
@@ -132,9 +141,8 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) deleteItem(ctx *fasthttp.RequestCtx) {
-	id := pathParam(ctx, "id")
-	if !engine.ValidItemID(id) {
-		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadItemID.Message())
+	id, ok := itemIDParam(ctx)
+	if !ok {
 		return
 	}
 	ioCtx, cancel := s.ioContext()

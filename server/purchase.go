@@ -45,7 +45,10 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 		return
 	}
 	body := purchaseBodies.Get()
-	defer purchaseBodies.Put(body)
+	defer func() {
+		*body = purchaseBody{} // drop the strings that alias this request
+		purchaseBodies.Put(body)
+	}()
 	req, msg := parsePurchase(ctx, itemID, body)
 	if msg != "" {
 		s.metrics.outcome(engine.CodeInvalidRequest)
