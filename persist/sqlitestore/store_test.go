@@ -234,3 +234,18 @@ func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Durability rests on these settings of the writer's connection: a 201 is
+// sent after a commit, and only WAL with synchronous=FULL fsyncs on commit.
+func TestWriterIsDurable(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	var mode string
+	var sync int
+	if err := s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
+		t.Fatalf("journal_mode %q (%v), want wal", mode, err)
+	}
+	if err := s.w.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
+		t.Fatalf("synchronous %d (%v), want 2 (FULL)", sync, err)
+	}
+}
