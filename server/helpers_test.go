@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"net"
@@ -50,6 +51,7 @@ type testServer struct {
 	eng      *engine.Engine
 	sink     *controlSink
 	pub, adm *fasthttp.HostClient
+	pubL     *fasthttputil.InmemoryListener
 }
 
 func newTestServer(t testing.TB, opts Options) *testServer {
@@ -79,7 +81,7 @@ func newTestServer(t testing.TB, opts Options) *testServer {
 	client := func(l *fasthttputil.InmemoryListener) *fasthttp.HostClient {
 		return &fasthttp.HostClient{Addr: "test", Dial: func(string) (net.Conn, error) { return l.Dial() }, MaxConns: 64}
 	}
-	return &testServer{t: t, srv: srv, eng: eng, sink: sink, pub: client(pubL), adm: client(admL)}
+	return &testServer{t: t, srv: srv, eng: eng, sink: sink, pub: client(pubL), adm: client(admL), pubL: pubL}
 }
 
 type response struct {
@@ -123,4 +125,26 @@ func (ts *testServer) putItem(id, body string) response {
 func (ts *testServer) buy(item, body string, headers ...string) response {
 	ts.t.Helper()
 	return ts.do(ts.pub, "POST", "/api/v1/items/"+item+"/purchase", body, headers...)
+}
+
+// raw sends a raw request on a new public connection and reads the answer.
+// The request is written in the background, so that a server that answers
+// early and closes (413) is read, not reported as a failed write.
+func (ts *testServer) raw(request string) response {
+	ts.t.Helper()
+	conn, err := ts.pubL.Dial()
+	if err != nil {
+		ts.t.Fatal(err)
+	}
+	defer conn.Close()
+	go conn.Write([]byte(request))
+	var resp fasthttp.Response
+	if err := resp.Read(bufio.NewReader(conn)); err != nil {
+		ts.t.Fatalf("reading the answer: %v", err)
+	}
+	r := response{status: resp.StatusCode(), body: string(resp.Body()), header: map[string]string{}}
+	for k, v := range resp.Header.All() {
+		r.header[string(k)] = string(v)
+	}
+	return r
 }

@@ -78,8 +78,12 @@ func TestPurchaseContract(t *testing.T) {
 	if r := ts.buy("phone-1", `{"user_id":"u-7"}`, "Content-Type: application/json; charset=utf-8"); r.status != 201 {
 		t.Fatalf("JSON with charset: %d %s", r.status, r.body)
 	}
-	req := ts.do(ts.pub, "POST", "/api/v1/items/phone-1/purchase", `{"user_id":"u-8","pad":"`+strings.Repeat("x", 5000)+`"}`)
-	errCode(t, req, 413, "body_too_large")
+	big := `{"user_id":"u-8","pad":"` + strings.Repeat("x", 5000) + `"}`
+	tooLarge := ts.raw(fmt.Sprintf("POST /api/v1/items/phone-1/purchase HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(big), big))
+	errCode(t, tooLarge, 413, "body_too_large")
+	if tooLarge.header["Connection"] != "close" {
+		t.Fatalf("413 keeps the connection: %v", tooLarge.header)
+	}
 
 	errCode(t, ts.buy("nope", `{"user_id":"u"}`), 404, "item_not_found")
 	ts.buy("phone-1", `{"user_id":"u-42"}`) // u-42 now holds 2, the limit; 0 units left
@@ -240,7 +244,7 @@ func TestRequestIDsAndHealth(t *testing.T) {
 		t.Fatalf("admin readyz: %d %s", r.status, r.body)
 	}
 	// Oversized headers: 431 with the error shape.
-	r := ts.do(ts.pub, "GET", "/healthz", "", "X-Big: "+strings.Repeat("b", 9000))
+	r := ts.raw("GET /healthz HTTP/1.1\r\nHost: t\r\nX-Big: " + strings.Repeat("b", 9000) + "\r\n\r\n")
 	if r.status != 431 || !strings.Contains(r.body, `"invalid_request"`) {
 		t.Fatalf("big headers: %d %s", r.status, r.body)
 	}
