@@ -230,13 +230,30 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	}
 }
 
-// TestGracefulShutdown: SIGTERM drains and exits 0, and the orders stay.
+// TestGracefulShutdown: SIGTERM fails /readyz first, drains, exits 0, and
+// the orders stay.
 func TestGracefulShutdown(t *testing.T) {
 	dir := t.TempDir()
-	p := start(t, dir)
+	p := start(t, dir, "-shutdown-delay", "1500ms")
 	call(t, "PUT", p.admin+"/api/v1/items/it", `{"name":"x","price_cents":1,"stock":5}`)
 	_, _, first := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`)
 	p.cmd.Process.Signal(syscall.SIGTERM)
+	// During the shutdown delay /readyz fails, so load balancers move
+	// traffic away, while requests are still served.
+	deadline := time.Now().Add(2 * time.Second)
+	for {
+		code, h, _ := call(t, "GET", p.pub+"/readyz", "")
+		if code == 503 && h.Get("Retry-After") != "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("/readyz still %d after SIGTERM", code)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if code, _, b := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"v"}`); code != 201 {
+		t.Fatalf("purchase while draining: %d %s", code, b)
+	}
 	select {
 	case err := <-p.exited:
 		if err != nil {
