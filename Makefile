@@ -8,7 +8,7 @@ FUZZTIME    ?= 5s
 BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2026.2.2
 
-.PHONY: build run test test-race test-alloc fuzz bench wrk-compare fmt fmt-check vet lint clean
+.PHONY: build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/flashsale .
@@ -33,8 +33,19 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePurchase$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzPurchaseHandler$$' -fuzztime $(FUZZTIME) ./server
 
-## bench: the Go benchmarks of tuning.md (engine, order ids, store).
-bench:
+## bench: the flash-sale scenario against a throwaway server, with the
+## ceiling (a bare fasthttp handler) measured in the same run; writes a
+## table, bench-results/*.json and PNG charts. BENCHFLAGS adds flags.
+BENCHFLAGS ?=
+bench: build
+	$(GO) run ./bench -spawn bin/flashsale -scenario flash -ceiling $(BENCHFLAGS)
+
+## bench-ramp: step the rate of the mixed scenario up until P99 > 5 ms.
+bench-ramp: build
+	$(GO) run ./bench -spawn bin/flashsale -scenario ramp -ceiling $(BENCHFLAGS)
+
+## gobench: the Go benchmarks of tuning.md (engine, order ids, store).
+gobench:
 	$(GO) test -run '^$$' -bench . -benchtime $(BENCHTIME) ./engine ./persist/...
 
 ## wrk-compare: wrk against a bare fasthttp handler and the purchase endpoint
@@ -56,4 +67,4 @@ lint: fmt-check vet
 	$(GO) run $(STATICCHECK) ./...
 
 clean:
-	rm -rf bin data
+	rm -rf bin data bench-results

@@ -3,7 +3,6 @@ package main
 // End-to-end tests of the real binary: build it, start it, hurt it.
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"fmt"
@@ -12,12 +11,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/bench/spawn"
 )
 
 var binary string
@@ -37,50 +37,21 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-type proc struct {
-	cmd        *exec.Cmd
-	pub, admin string // base URLs
-	exited     chan error
-}
+type proc = spawn.Proc
 
-var servingLine = regexp.MustCompile(`serving public=(\S+) admin=(\S+)`)
-
-// start runs the binary on dataDir with loopback ports chosen by the kernel
+// start runs the binary on dataDir (loopback ports chosen by the kernel)
 // and waits until it serves.
 func start(t *testing.T, dataDir string, args ...string) *proc {
 	t.Helper()
-	args = append([]string{"-data-dir", dataDir, "-listen", "127.0.0.1:0", "-admin-listen", "127.0.0.1:0", "-shutdown-delay", "100ms"}, args...)
-	cmd := exec.Command(binary, args...)
-	stderr, err := cmd.StderrPipe()
+	var log io.Writer
+	if testing.Verbose() {
+		log = os.Stderr
+	}
+	p, err := spawn.Start(binary, dataDir, log, append([]string{"-shutdown-delay", "100ms"}, args...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	p := &proc{cmd: cmd, exited: make(chan error, 1)}
-	addrs := make(chan []string, 1)
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			if m := servingLine.FindStringSubmatch(sc.Text()); m != nil {
-				addrs <- m[1:]
-			}
-			if testing.Verbose() {
-				t.Log(sc.Text())
-			}
-		}
-		p.exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() { cmd.Process.Kill() })
-	select {
-	case a := <-addrs:
-		p.pub, p.admin = "http://"+a[0], "http://"+a[1]
-	case err := <-p.exited:
-		t.Fatalf("binary exited before serving: %v", err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("binary did not start serving in 20 s")
-	}
+	t.Cleanup(func() { p.Cmd.Process.Kill() })
 	return p
 }
 
@@ -120,7 +91,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	dir := t.TempDir()
 	p := start(t, dir)
 	const stock, users = 2000, 4000
-	if code, _, b := call(t, "PUT", p.admin+"/api/v1/items/phone-1", fmt.Sprintf(`{"name":"Phone","price_cents":19900,"stock":%d,"per_user_limit":1}`, stock)); code != 201 {
+	if code, _, b := call(t, "PUT", p.Admin+"/api/v1/items/phone-1", fmt.Sprintf(`{"name":"Phone","price_cents":19900,"stock":%d,"per_user_limit":1}`, stock)); code != 201 {
 		t.Fatalf("create: %d %s", code, b)
 	}
 
@@ -133,7 +104,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 		wg.Go(func() {
 			for i := range next {
 				body := fmt.Sprintf(`{"user_id":"u-%d","request_id":"r-%d"}`, i, i)
-				req, _ := http.NewRequest("POST", p.pub+"/api/v1/items/phone-1/purchase", strings.NewReader(body))
+				req, _ := http.NewRequest("POST", p.Public+"/api/v1/items/phone-1/purchase", strings.NewReader(body))
 				req.Header.Set("Content-Type", "application/json")
 				resp, err := load.Do(req)
 				if err != nil {
@@ -158,7 +129,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 			n := len(accepted)
 			mu.Unlock()
 			if n >= stock/4 {
-				if err := p.cmd.Process.Signal(syscall.SIGKILL); err != nil {
+				if err := p.Cmd.Process.Signal(syscall.SIGKILL); err != nil {
 					t.Fatal(err)
 				}
 				killed = true
@@ -168,7 +139,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	}
 	close(next)
 	wg.Wait()
-	<-p.exited
+	<-p.Exited
 	if !killed {
 		t.Fatal("the load finished before the kill: raise users")
 	}
@@ -181,7 +152,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 		if err := json.Unmarshal(body, &o); err != nil {
 			t.Fatal(err)
 		}
-		code, _, got := call(t, "GET", p.pub+"/api/v1/orders/"+o.OrderID, "")
+		code, _, got := call(t, "GET", p.Public+"/api/v1/orders/"+o.OrderID, "")
 		var stored orderJSON
 		json.Unmarshal(got, &stored)
 		stored.Status = o.Status
@@ -192,7 +163,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	// Stock balances: left = total - units in stored orders.
 	sold := 0
 	for i := 0; i < users; i++ {
-		_, _, b := call(t, "GET", fmt.Sprintf("%s/api/v1/users/u-%d/orders", p.pub, i), "")
+		_, _, b := call(t, "GET", fmt.Sprintf("%s/api/v1/users/u-%d/orders", p.Public, i), "")
 		var list struct{ Orders []orderJSON }
 		json.Unmarshal(b, &list)
 		if len(list.Orders) > 1 {
@@ -200,7 +171,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 		}
 		sold += len(list.Orders)
 	}
-	_, _, b := call(t, "GET", p.pub+"/api/v1/items/phone-1", "")
+	_, _, b := call(t, "GET", p.Public+"/api/v1/items/phone-1", "")
 	var item struct {
 		StockLeft int `json:"stock_left"`
 	}
@@ -211,7 +182,7 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	// A pre-crash request id replays its first answer, byte for byte.
 	for req, body := range accepted {
 		i := strings.TrimPrefix(req, "r-")
-		code, h, got := call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%s","request_id":"%s"}`, i, req))
+		code, h, got := call(t, "POST", p.Public+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%s","request_id":"%s"}`, i, req))
 		if code != 201 || !bytes.Equal(got, body) || h.Get("Idempotent-Replayed") != "true" {
 			t.Fatalf("replay of %s after restart: %d %s, first answer %s", req, code, got, body)
 		}
@@ -219,13 +190,13 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 	}
 	// Selling goes on, never past the stock.
 	for i := users; i < users+stock; i++ {
-		call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%d"}`, i))
+		call(t, "POST", p.Public+"/api/v1/items/phone-1/purchase", fmt.Sprintf(`{"user_id":"u-%d"}`, i))
 	}
-	_, _, b = call(t, "GET", p.pub+"/api/v1/items/phone-1", "")
+	_, _, b = call(t, "GET", p.Public+"/api/v1/items/phone-1", "")
 	if !strings.Contains(string(b), `"stock_left":0`) || !strings.Contains(string(b), `"state":"sold_out"`) {
 		t.Fatalf("after selling the rest: %s", b)
 	}
-	if code, _, _ := call(t, "POST", p.pub+"/api/v1/items/phone-1/purchase", `{"user_id":"late"}`); code != 409 {
+	if code, _, _ := call(t, "POST", p.Public+"/api/v1/items/phone-1/purchase", `{"user_id":"late"}`); code != 409 {
 		t.Fatalf("purchase past the stock: %d", code)
 	}
 }
@@ -235,14 +206,14 @@ func TestKill9KeepsEveryAcceptedOrder(t *testing.T) {
 func TestGracefulShutdown(t *testing.T) {
 	dir := t.TempDir()
 	p := start(t, dir, "-shutdown-delay", "1500ms")
-	call(t, "PUT", p.admin+"/api/v1/items/it", `{"name":"x","price_cents":1,"stock":5}`)
-	_, _, first := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`)
-	p.cmd.Process.Signal(syscall.SIGTERM)
+	call(t, "PUT", p.Admin+"/api/v1/items/it", `{"name":"x","price_cents":1,"stock":5}`)
+	_, _, first := call(t, "POST", p.Public+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`)
+	p.Cmd.Process.Signal(syscall.SIGTERM)
 	// During the shutdown delay /readyz fails, so load balancers move
 	// traffic away, while requests are still served.
 	deadline := time.Now().Add(2 * time.Second)
 	for {
-		code, h, _ := call(t, "GET", p.pub+"/readyz", "")
+		code, h, _ := call(t, "GET", p.Public+"/readyz", "")
 		if code == 503 && h.Get("Retry-After") != "" {
 			break
 		}
@@ -251,11 +222,11 @@ func TestGracefulShutdown(t *testing.T) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	if code, _, b := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"v"}`); code != 201 {
+	if code, _, b := call(t, "POST", p.Public+"/api/v1/items/it/purchase", `{"user_id":"v"}`); code != 201 {
 		t.Fatalf("purchase while draining: %d %s", code, b)
 	}
 	select {
-	case err := <-p.exited:
+	case err := <-p.Exited:
 		if err != nil {
 			t.Fatalf("exit after SIGTERM: %v", err)
 		}
@@ -263,7 +234,7 @@ func TestGracefulShutdown(t *testing.T) {
 		t.Fatal("no exit 15 s after SIGTERM")
 	}
 	p = start(t, dir)
-	if _, _, again := call(t, "POST", p.pub+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`); !bytes.Equal(again, first) {
+	if _, _, again := call(t, "POST", p.Public+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`); !bytes.Equal(again, first) {
 		t.Fatalf("replay after restart: %s, first %s", again, first)
 	}
 	// A second process on the same data directory is refused.

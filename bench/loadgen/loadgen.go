@@ -67,6 +67,9 @@ type Second struct {
 	Requests int64
 	Errors   int64 // failures, 5xx and 429
 	P50, P99 time.Duration
+	// Partial: the second was cut by the warm-up or by the end of the run,
+	// so its count is not a rate.
+	Partial bool
 }
 
 // Errors counts answers that mean the server did not cope: transport
@@ -191,6 +194,14 @@ func Run(cfg Config, w Workload) (*Result, error) {
 		res.GeneratorCPU = cpu / wall
 	}
 	res.Timeline = g.seconds()
+	last := end
+	if cfg.Rate > 0 {
+		last = g.pace.intended(total)
+	}
+	for i := range res.Timeline {
+		from := g.start.Add(time.Duration(res.Timeline[i].Sec) * time.Second)
+		res.Timeline[i].Partial = from.Before(g.measureFrom) || from.Add(time.Second).After(last)
+	}
 	return res, nil
 }
 

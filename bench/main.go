@@ -1,0 +1,332 @@
+// Command bench is flashsale's load generator. It runs a scenario against a
+// server (or one it starts with -spawn), with open-loop load at a fixed
+// arrival rate, latency from the intended send time, and a verdict on the
+// sale's correctness; -ceiling measures a bare fasthttp handler with the
+// same settings so that throughput can be quoted as a ratio.
+//
+//	go run ./bench -spawn bin/flashsale -scenario flash -ceiling
+//	go run ./bench -target http://127.0.0.1:8080 -admin http://127.0.0.1:6060 -scenario ramp
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/flashsale/flashsale/bench/loadgen"
+	"github.com/flashsale/flashsale/bench/report"
+	"github.com/flashsale/flashsale/bench/scenario"
+	"github.com/flashsale/flashsale/bench/spawn"
+)
+
+var (
+	scenarioName = flag.String("scenario", "flash", "flash, browse, mixed or ramp")
+	target       = flag.String("target", "http://127.0.0.1:8080", "base URL of the public listener")
+	admin        = flag.String("admin", "http://127.0.0.1:6060", "base URL of the admin listener (to create items)")
+	adminToken   = flag.String("admin-token", "", "bearer token for the admin listener")
+	spawnBinary  = flag.String("spawn", "", "start this flashsale binary on a fresh data directory and loopback ports for the run (overrides -target and -admin)")
+	ceiling      = flag.Bool("ceiling", false, "also measure a bare fasthttp handler (tools/bare, built with go build) closed-loop with the same connections, and print ratios to it")
+	rate         = flag.Float64("rate", 40000, "arrival rate, requests per second; 0 runs closed-loop, as fast as answers come")
+	conns        = flag.Int("conns", 64, "keep-alive connections (one per worker)")
+	duration     = flag.Duration("duration", 10*time.Second, "length of browse runs, of closed-loop runs, and of the ceiling")
+	warmup       = flag.Duration("warmup", time.Second, "requests due in the first part of a run are sent but not recorded (at most a tenth of the run)")
+	timeout      = flag.Duration("timeout", 5*time.Second, "per-request timeout")
+	users        = flag.Int("users", 20000, "distinct shoppers in a flash sale")
+	stock        = flag.Int64("stock", 1000, "units of the item on sale")
+	retryPct     = flag.Int("retry-pct", 5, "percent of shoppers who send their purchase again (same request id) after everyone's first try")
+	doublePct    = flag.Int("double-pct", 5, "percent of shoppers who send a second request id at the same time")
+	readPct      = flag.Int("read-pct", 50, "percent of requests that read the item, in mixed and ramp")
+	rampStart    = flag.Float64("ramp-start", 10000, "first rate of a ramp")
+	rampStep     = flag.Float64("ramp-step", 10000, "rate added at each step of a ramp")
+	rampMax      = flag.Float64("ramp-max", 200000, "last rate a ramp tries")
+	rampStepDur  = flag.Duration("ramp-step-duration", 5*time.Second, "length of each ramp step")
+	p99Budget    = flag.Duration("p99-budget", 5*time.Millisecond, "a ramp step holds when its P99 is within this and it has no errors")
+	outDir       = flag.String("out", "bench-results", "directory for the JSON and PNG output")
+	quiet        = flag.Bool("quiet", false, "no progress lines")
+)
+
+func main() {
+	log.SetFlags(0)
+	flag.Parse()
+	if *spawnBinary != "" {
+		dir, err := os.MkdirTemp("", "flashsale-bench")
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer os.RemoveAll(dir)
+		p, err := spawn.Start(*spawnBinary, dir, nil, "-admin-token", *adminToken)
+		if err != nil {
+			log.Fatal(err)
+		}
+		defer p.Stop()
+		*target, *admin = p.Public, p.Admin
+		log.Printf("spawned %s: public %s, admin %s", *spawnBinary, p.Public, p.Admin)
+	}
+	b := &bench{target: *target, admin: *admin, token: *adminToken}
+	if !*quiet {
+		b.progress = os.Stderr
+	}
+	var ceil float64
+	if *ceiling {
+		var err error
+		if ceil, err = b.ceiling(); err != nil {
+			log.Fatal(err)
+		}
+	}
+	runs, err := b.scenario(*scenarioName)
+	if err != nil {
+		log.Fatal(err)
+	}
+	for i := range runs {
+		runs[i].Ceiling = ceil
+	}
+	if ceil > 0 {
+		runs = append([]report.Run{b.ceilingRun}, runs...)
+		runs[0].Ceiling = ceil
+	}
+	fmt.Println()
+	report.Table(os.Stdout, runs)
+	if err := b.write(runs); err != nil {
+		log.Fatal(err)
+	}
+	for _, r := range runs {
+		if r.Verdict != nil && !r.Verdict.Pass {
+			os.Exit(1)
+		}
+	}
+}
+
+type bench struct {
+	target, admin, token string
+	progress             io.Writer
+	ceilingRun           report.Run
+	rampHeld             float64
+}
+
+func (b *bench) config(rate float64, requests int, dur time.Duration) loadgen.Config {
+	// Warm-up is at most a tenth of the run: a short flash sale is all rush.
+	length := dur
+	if rate > 0 && requests > 0 {
+		length = time.Duration(float64(requests) / rate * float64(time.Second))
+	}
+	return loadgen.Config{Target: b.target, Conns: *conns, Rate: rate, Requests: requests, Duration: dur,
+		Warmup: min(*warmup, length/10), Timeout: *timeout, Progress: b.progress}
+}
+
+func (b *bench) scenario(name string) ([]report.Run, error) {
+	switch name {
+	case "flash":
+		r, err := b.flash("flash", *rate, 0)
+		return []report.Run{r}, err
+	case "mixed":
+		r, err := b.flash("mixed", *rate, *readPct)
+		return []report.Run{r}, err
+	case "browse":
+		item, err := b.newItem("browse", *stock)
+		if err != nil {
+			return nil, err
+		}
+		log.Printf("browse: GET item %s at %.0f/s for %v over %d connections", item, *rate, *duration, *conns)
+		res, err := loadgen.Run(b.config(*rate, 0, *duration), scenario.NewBrowse(item))
+		return []report.Run{{Name: "browse", Result: res}}, err
+	case "ramp":
+		return b.ramp()
+	}
+	return nil, fmt.Errorf("unknown -scenario %q: use flash, browse, mixed or ramp", name)
+}
+
+// flash runs a flash sale on a fresh item and judges it.
+func (b *bench) flash(name string, rate float64, readPct int) (report.Run, error) {
+	item, err := b.newItem(name, *stock)
+	if err != nil {
+		return report.Run{}, err
+	}
+	fl := scenario.NewFlash(scenario.FlashOptions{Item: item, Prefix: item, Users: *users, RetryPct: *retryPct,
+		DoublePct: *doublePct, ReadPct: readPct, Seed: uint64(time.Now().UnixNano())})
+	log.Printf("%s: %d shoppers, %d requests for %d units of %s at %s over %d connections",
+		name, *users, fl.Requests(), *stock, item, rateText(rate), *conns)
+	res, err := loadgen.Run(b.config(rate, fl.Requests(), 0), fl)
+	if err != nil {
+		return report.Run{}, err
+	}
+	srv, err := b.serverState(item, fl.OrderIDs())
+	if err != nil {
+		return report.Run{}, fmt.Errorf("cannot read the sale back for the verdict: %w", err)
+	}
+	v := fl.Judge(*stock, srv)
+	return report.Run{Name: name, Result: res, Verdict: &v}, nil
+}
+
+// ramp steps the rate of the mixed scenario up until P99 passes the budget
+// or errors appear, and reports the highest rate that held.
+func (b *bench) ramp() ([]report.Run, error) {
+	var runs []report.Run
+	saved := *users
+	defer func() { *users = saved }()
+	for r := *rampStart; r <= *rampMax; r += *rampStep {
+		// Enough shoppers that purchases fill the step at this rate.
+		*users = max(1, int(r*rampStepDur.Seconds()*float64(100-*readPct)/100/1.1))
+		run, err := b.flash(fmt.Sprintf("ramp-%.0f", r), r, *readPct)
+		if err != nil {
+			return runs, err
+		}
+		runs = append(runs, run)
+		p99, errs := run.Result.Quantile(99), run.Result.Errors()
+		held := p99 <= *p99Budget && errs == 0 && run.Result.Throughput >= 0.95*r
+		log.Printf("ramp: %.0f/s achieved %.0f/s, P99 %v, %d errors: %s", r, run.Result.Throughput, p99, errs, map[bool]string{true: "held", false: "did not hold"}[held])
+		if !held {
+			break
+		}
+		b.rampHeld = r
+	}
+	log.Printf("ramp: highest rate that held (P99 <= %v, no errors): %.0f/s", *p99Budget, b.rampHeld)
+	return runs, nil
+}
+
+// ceiling measures the bare handler, closed-loop, with the same settings.
+func (b *bench) ceiling() (float64, error) {
+	dir, err := os.MkdirTemp("", "flashsale-bare")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	bin := filepath.Join(dir, "bare")
+	if out, err := exec.Command("go", "build", "-o", bin, "./tools/bare").CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("cannot build tools/bare (run from the repository root): %v\n%s", err, out)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return 0, err
+	}
+	cmd := exec.Command(bin, "-listen", addr)
+	if err := cmd.Start(); err != nil {
+		return 0, err
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	log.Printf("ceiling: bare fasthttp handler closed-loop for %v over %d connections", *duration, *conns)
+	cfg := b.config(0, 0, *duration)
+	cfg.Target = "http://" + addr
+	res, err := loadgen.Run(cfg, scenario.NewBrowse("x"))
+	if err != nil {
+		return 0, err
+	}
+	b.ceilingRun = report.Run{Name: "ceiling (bare)", Result: res}
+	return res.Throughput, nil
+}
+
+func rateText(r float64) string {
+	if r == 0 {
+		return "full speed (closed loop)"
+	}
+	return fmt.Sprintf("%.0f/s", r)
+}
+
+// newItem creates an item for one run, with per-user limit 1.
+func (b *bench) newItem(kind string, stock int64) (string, error) {
+	id := fmt.Sprintf("%s-%d", kind, time.Now().UnixNano())
+	body := fmt.Sprintf(`{"name":"bench %s","price_cents":100,"stock":%d,"per_user_limit":1}`, kind, stock)
+	code, resp, err := b.call("PUT", b.admin+"/api/v1/items/"+id, body)
+	if err != nil {
+		return "", fmt.Errorf("cannot create the item on %s: %w", b.admin, err)
+	}
+	if code != http.StatusCreated {
+		return "", fmt.Errorf("cannot create the item: %d %s", code, resp)
+	}
+	return id, nil
+}
+
+var client = &http.Client{Timeout: 10 * time.Second}
+
+func (b *bench) call(method, url, body string) (int, []byte, error) {
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	if b.token != "" && strings.HasPrefix(url, b.admin) {
+		req.Header.Set("Authorization", "Bearer "+b.token)
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	out, err := io.ReadAll(resp.Body)
+	return resp.StatusCode, out, err
+}
+
+// serverState asks the server what the verdict compares: the item's stock
+// and every order answered with 201.
+func (b *bench) serverState(item string, ids []uint64) (scenario.ServerState, error) {
+	st := scenario.ServerState{Orders: map[uint64]scenario.StoredOrder{}}
+	code, body, err := b.call("GET", b.target+"/api/v1/items/"+item, "")
+	if err != nil || code != 200 {
+		return st, fmt.Errorf("GET item: %d %v", code, err)
+	}
+	var it struct {
+		StockTotal int64 `json:"stock_total"`
+		StockLeft  int64 `json:"stock_left"`
+	}
+	if err := json.NewDecoder(bytes.NewReader(body)).Decode(&it); err != nil {
+		return st, err
+	}
+	st.StockTotal, st.StockLeft = it.StockTotal, it.StockLeft
+	for _, id := range ids {
+		code, body, err := b.call("GET", fmt.Sprintf("%s/api/v1/orders/%d", b.target, id), "")
+		if err != nil {
+			return st, err
+		}
+		if code != 200 {
+			continue // missing: the verdict says so
+		}
+		var o struct {
+			UserID string `json:"user_id"`
+			ItemID string `json:"item_id"`
+		}
+		if err := json.Unmarshal(body, &o); err != nil {
+			return st, err
+		}
+		st.Orders[id] = scenario.StoredOrder{UserID: o.UserID, ItemID: o.ItemID}
+	}
+	return st, nil
+}
+
+// write saves the JSON document and the charts.
+func (b *bench) write(runs []report.Run) error {
+	if err := os.MkdirAll(*outDir, 0o755); err != nil {
+		return err
+	}
+	stamp := time.Now().UTC().Format("20060102-150405")
+	base := filepath.Join(*outDir, *scenarioName+"-"+stamp)
+	doc := report.NewDocument(strings.Join(os.Args, " "), runs)
+	if err := report.WriteJSON(base+".json", doc); err != nil {
+		return err
+	}
+	if err := report.LatencyChart(base+"-latency.png", runs); err != nil {
+		return err
+	}
+	if err := report.TimelineChart(base+"-timeline.png", runs); err != nil {
+		return err
+	}
+	fmt.Printf("\nwrote %s.json, %s-latency.png, %s-timeline.png\n", base, base, base)
+	if *scenarioName == "ramp" {
+		fmt.Printf("ramp: highest rate that held (P99 <= %v, no errors): %.0f/s\n", *p99Budget, b.rampHeld)
+	}
+	return nil
+}
