@@ -19,6 +19,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"strings"
 	"time"
 
@@ -52,11 +53,20 @@ var (
 	p99Budget    = flag.Duration("p99-budget", 5*time.Millisecond, "a ramp step holds when its P99 is within this and it has no errors")
 	outDir       = flag.String("out", "bench-results", "directory for the JSON and PNG output")
 	quiet        = flag.Bool("quiet", false, "no progress lines")
+	cpuProfile   = flag.String("cpuprofile", "", "write the generator's own CPU profile to this file")
 )
 
 func main() {
 	log.SetFlags(0)
 	flag.Parse()
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	if *spawnBinary != "" {
 		dir, err := os.MkdirTemp("", "flashsale-bench")
 		if err != nil {
