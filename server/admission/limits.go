@@ -1,0 +1,202 @@
+package admission
+
+import (
+	"hash/maphash"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+// Limit names the limit that refused a request.
+type Limit uint8
+
+const (
+	None Limit = iota
+	Global
+	Item
+	IP
+)
+
+var limitNames = [...]string{None: "none", Global: "global", Item: "item", IP: "ip"}
+
+func (l Limit) String() string { return limitNames[l] }
+
+// Options configures the rate limits; a rate of 0 turns its limit off.
+type Options struct {
+	Global, Item, IP float64       // requests per second
+	Warmup           time.Duration // climb from a third to the full rate; default 10 s
+	// MaxIPs bounds the clients tracked by the per-IP limit; when full, idle
+	// clients are evicted first. Default 100,000.
+	MaxIPs int
+	// IPIdle is how long a client may be silent before the sweep forgets
+	// it. Default 1 minute.
+	IPIdle time.Duration
+}
+
+// burstFor is the bucket of a limit: a tenth of a second's worth.
+func burstFor(rate float64) float64 { return max(1, rate/10) }
+
+// Limits holds the three rate limits.
+type Limits struct {
+	opts   Options
+	global *Bucket
+
+	itemsMu sync.Mutex // guards the writes of items; reads are lock-free
+	items   atomic.Pointer[map[string]*Bucket]
+
+	ips [ipShards]ipShard
+}
+
+const ipShards = 64
+
+type ipShard struct {
+	mu sync.Mutex
+	m  map[netip.Addr]*ipBucket
+}
+
+type ipBucket struct {
+	*Bucket
+	last atomic.Int64 // ns of the last request
+}
+
+var seed = maphash.MakeSeed()
+
+// NewLimits returns the limits, cold at now.
+func NewLimits(o Options, now time.Time) *Limits {
+	if o.Warmup <= 0 {
+		o.Warmup = 10 * time.Second
+	}
+	if o.MaxIPs <= 0 {
+		o.MaxIPs = 100_000
+	}
+	if o.IPIdle <= 0 {
+		o.IPIdle = time.Minute
+	}
+	l := &Limits{opts: o}
+	if o.Global > 0 {
+		l.global = NewBucket(o.Global, burstFor(o.Global), o.Warmup, now)
+	}
+	l.items.Store(&map[string]*Bucket{})
+	return l
+}
+
+// Allow applies the global and the per-IP limit to a request from ip.
+func (l *Limits) Allow(ip netip.Addr, now time.Time) (Limit, time.Duration) {
+	if ok, wait := l.global.Allow(now); !ok {
+		return Global, wait
+	}
+	if l.opts.IP > 0 {
+		if ok, wait := l.ipBucket(ip, now).Allow(now); !ok {
+			return IP, wait
+		}
+	}
+	return None, 0
+}
+
+// AllowItem applies the per-item limit. The caller passes only items that
+// exist, so hostile item ids cannot grow the table.
+func (l *Limits) AllowItem(item string, now time.Time) (Limit, time.Duration) {
+	if l.opts.Item <= 0 {
+		return None, 0
+	}
+	b := (*l.items.Load())[item]
+	if b == nil {
+		b = l.newItemBucket(item, now)
+	}
+	if ok, wait := b.Allow(now); !ok {
+		return Item, wait
+	}
+	return None, 0
+}
+
+func (l *Limits) newItemBucket(item string, now time.Time) *Bucket {
+	l.itemsMu.Lock()
+	defer l.itemsMu.Unlock()
+	old := *l.items.Load()
+	if b := old[item]; b != nil {
+		return b
+	}
+	next := make(map[string]*Bucket, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	b := NewBucket(l.opts.Item, burstFor(l.opts.Item), l.opts.Warmup, now)
+	next[string([]byte(item))] = b // item may alias a request buffer
+	l.items.Store(&next)
+	return b
+}
+
+// Rewarm restarts the warm-up of an item's limit, after a restock.
+func (l *Limits) Rewarm(item string, now time.Time) {
+	if b := (*l.items.Load())[item]; b != nil {
+		b.Rewarm(now)
+	}
+}
+
+func (l *Limits) ipBucket(ip netip.Addr, now time.Time) *ipBucket {
+	sh := &l.ips[maphash.Comparable(seed, ip)%ipShards]
+	sh.mu.Lock()
+	b := sh.m[ip]
+	if b == nil {
+		if sh.m == nil {
+			sh.m = make(map[netip.Addr]*ipBucket)
+		}
+		if len(sh.m) >= max(1, l.opts.MaxIPs/ipShards) {
+			sh.evict(now, l.opts.IPIdle)
+		}
+		// A new client starts warm: the warm-up protects the server, and a
+		// client that comes back after eviction must not be punished.
+		b = &ipBucket{Bucket: NewBucket(l.opts.IP, burstFor(l.opts.IP), 0, now)}
+		sh.m[ip] = b
+	}
+	sh.mu.Unlock()
+	b.last.Store(now.UnixNano())
+	return b
+}
+
+// evict makes room in a full shard: the idle clients, or else one.
+func (sh *ipShard) evict(now time.Time, idle time.Duration) {
+	cut := now.Add(-idle).UnixNano()
+	n := 0
+	for ip, b := range sh.m {
+		if b.last.Load() < cut {
+			delete(sh.m, ip)
+			n++
+		}
+	}
+	if n > 0 {
+		return
+	}
+	for ip := range sh.m { // no idle client: drop an arbitrary one
+		delete(sh.m, ip)
+		return
+	}
+}
+
+// Sweep forgets clients idle longer than IPIdle.
+func (l *Limits) Sweep(now time.Time) {
+	cut := now.Add(-l.opts.IPIdle).UnixNano()
+	for i := range l.ips {
+		sh := &l.ips[i]
+		sh.mu.Lock()
+		for ip, b := range sh.m {
+			if b.last.Load() < cut {
+				delete(sh.m, ip)
+			}
+		}
+		sh.mu.Unlock()
+	}
+}
+
+// Clients is the number of clients the per-IP limit tracks.
+func (l *Limits) Clients() int {
+	n := 0
+	for i := range l.ips {
+		sh := &l.ips[i]
+		sh.mu.Lock()
+		n += len(sh.m)
+		sh.mu.Unlock()
+	}
+	return n
+}
