@@ -4,12 +4,14 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/netip"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/server"
+	"github.com/flashsale/flashsale/server/admission"
 )
 
 // Flags. Each can also be set as FLASHSALE_<NAME> in the environment (upper
@@ -36,17 +38,21 @@ var (
 	shutdownWait = flag.Duration("shutdown-delay", time.Second, "On SIGTERM, how long /readyz answers 503 before the listeners close, so load balancers move traffic away.")
 	drainTimeout = flag.Duration("drain-timeout", 10*time.Second, "On SIGTERM, how long requests in flight may take to finish after the listeners close.")
 
-	// Cluster mode and admission control come with later releases; their
-	// flags are reserved so that scripts written for them fail loudly today.
-	redisAddr      = flag.String("redis", "", "Redis address: cluster mode. Not available in this release.")
-	kafkaBrokers   = flag.String("kafka", "", "Kafka seed brokers. Not available in this release.")
-	mysqlDSN       = flag.String("mysql", "", "MySQL DSN. Not available in this release.")
-	role           = flag.String("role", "edge", "edge serves HTTP; writer (moving orders from Kafka to MySQL) is not available in this release.")
-	rateGlobal     = flag.Float64("rate-global", 0, "Global admission rate limit, requests per second. Not available in this release: must be 0.")
-	rateItem       = flag.Float64("rate-item", 0, "Per-item admission rate limit. Not available in this release: must be 0.")
-	rateIP         = flag.Float64("rate-ip", 0, "Per-client-IP admission rate limit. Not available in this release: must be 0.")
-	maxInflight    = flag.Int("max-inflight", 0, "In-flight bound before shedding with 503. Not available in this release: must be 0.")
-	trustedProxies = flag.String("trusted-proxies", "", "CIDRs whose X-Forwarded-For is believed. Not available in this release.")
+	// Admission control of the public API (/api/...).
+	rateGlobal     = flag.Float64("rate-global", 0, "Global rate limit of the public API, requests per second; 0 is off. Over it: 429 with Retry-After.")
+	rateItem       = flag.Float64("rate-item", 0, "Purchase attempts per second per item; 0 is off.")
+	rateIP         = flag.Float64("rate-ip", 0, "Requests per second per client IP; 0 is off. Behind a proxy set -trusted-proxies, or every client is the proxy.")
+	rateWarmup     = flag.Duration("rate-warmup", 10*time.Second, "After start and after a restock, rate limits climb from a third of their rate to the full rate over this period.")
+	maxInflight    = flag.Int("max-inflight", 0, "Public API requests served at once; past it (and -max-queue-wait) 503 with Retry-After. 0 sizes it to the machine: 128 per CPU.")
+	maxQueueWait   = flag.Duration("max-queue-wait", time.Millisecond, "How long a request may wait for an in-flight slot before 503. Keep it small: the point is to refuse fast.")
+	trustedProxies = flag.String("trusted-proxies", "", "Comma-separated CIDRs (e.g. 127.0.0.1/32,10.0.0.0/8) whose X-Real-IP / X-Forwarded-For are believed; other peers' headers are ignored.")
+
+	// Cluster mode comes with a later release; its flags are reserved so
+	// that scripts written for it fail loudly today.
+	redisAddr    = flag.String("redis", "", "Redis address: cluster mode. Not available in this release.")
+	kafkaBrokers = flag.String("kafka", "", "Kafka seed brokers. Not available in this release.")
+	mysqlDSN     = flag.String("mysql", "", "MySQL DSN. Not available in this release.")
+	role         = flag.String("role", "edge", "edge serves HTTP; writer (moving orders from Kafka to MySQL) is not available in this release.")
 )
 
 // envOverlay sets every flag not given on the command line from its
@@ -100,22 +106,55 @@ func validate() error {
 	if *redisAddr != "" || *kafkaBrokers != "" || *mysqlDSN != "" || *role != "edge" {
 		bad("cluster mode (-redis, -kafka, -mysql, -role=writer) is not available in this release; run standalone")
 	}
-	if *rateGlobal != 0 || *rateItem != 0 || *rateIP != 0 || *maxInflight != 0 || *trustedProxies != "" {
-		bad("admission control (-rate-*, -max-inflight, -trusted-proxies) is not available in this release")
+	if *rateGlobal < 0 || *rateItem < 0 || *rateIP < 0 || *maxInflight < 0 || *maxQueueWait < 0 || *rateWarmup < 0 {
+		bad("-rate-*, -rate-warmup, -max-inflight and -max-queue-wait must not be negative")
+	}
+	if _, err := parseCIDRs(*trustedProxies); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
 
+// parseCIDRs reads -trusted-proxies; a bare address is a /32 or /128.
+func parseCIDRs(list string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, f := range strings.Split(list, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !strings.Contains(f, "/") {
+			a, err := netip.ParseAddr(f)
+			if err != nil {
+				return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR or an address", f)
+			}
+			out = append(out, netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen()))
+			continue
+		}
+		p, err := netip.ParsePrefix(f)
+		if err != nil {
+			return nil, fmt.Errorf("-trusted-proxies: %q is not a CIDR", f)
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}
+
 func serverOptions() server.Options {
+	proxies, _ := parseCIDRs(*trustedProxies) // validated
 	return server.Options{
-		AdminToken:    *adminToken,
-		MaxBodySize:   *maxBody,
-		MaxHeaderSize: *maxHeader,
-		ReadTimeout:   *readTimeout,
-		WriteTimeout:  *writeTimeout,
-		IdleTimeout:   *idleTimeout,
-		MaxConns:      *maxConns,
-		MaxConnsPerIP: *maxConnsIP,
-		ShutdownDelay: *shutdownWait,
+		AdminToken:     *adminToken,
+		MaxBodySize:    *maxBody,
+		MaxHeaderSize:  *maxHeader,
+		ReadTimeout:    *readTimeout,
+		WriteTimeout:   *writeTimeout,
+		IdleTimeout:    *idleTimeout,
+		MaxConns:       *maxConns,
+		MaxConnsPerIP:  *maxConnsIP,
+		ShutdownDelay:  *shutdownWait,
+		Limits:         admission.Options{Global: *rateGlobal, Item: *rateItem, IP: *rateIP, Warmup: *rateWarmup},
+		MaxInflight:    *maxInflight,
+		MaxQueueWait:   *maxQueueWait,
+		TrustedProxies: proxies,
 	}
 }

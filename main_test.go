@@ -263,5 +263,7 @@ func TestCheckConfigAndEnvironment(t *testing.T) {
 	f(false, []string{"FLASHSALE_NODE_ID=5000"})
 	f(false, []string{"FLASHSALE_READ_TIMEOUT=soon"})
 	f(false, nil, "-redis", "127.0.0.1:6379")
-	f(false, nil, "-rate-global", "100")
+	f(true, nil, "-rate-global", "100", "-rate-ip", "10", "-trusted-proxies", "127.0.0.1, 10.0.0.0/8")
+	f(false, nil, "-trusted-proxies", "10.0.0.0/33")
+	f(false, nil, "-rate-item", "-1")
 }

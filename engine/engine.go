@@ -131,6 +131,9 @@ func (e *Engine) janitor() {
 
 func (e *Engine) lookup(id string) *item { return e.items.Load().byID[id] }
 
+// HasItem reports whether an item exists, without building a snapshot.
+func (e *Engine) HasItem(id string) bool { return e.lookup(id) != nil }
+
 // Item returns a snapshot of the item with id.
 func (e *Engine) Item(id string) (ItemView, bool) {
 	it := e.lookup(id)

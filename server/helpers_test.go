@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"net/netip"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -147,4 +148,25 @@ func (ts *testServer) raw(request string) response {
 		r.header[string(k)] = string(v)
 	}
 	return r
+}
+
+// clientFrom returns a public client whose connections come from addr, as
+// a distinct peer would.
+func (ts *testServer) clientFrom(addr string) *fasthttp.HostClient {
+	local := net.TCPAddrFromAddrPort(netip.MustParseAddrPort(addr))
+	return &fasthttp.HostClient{Addr: "test", MaxConns: 16, Dial: func(string) (net.Conn, error) {
+		return ts.pubL.DialWithLocalAddr(local)
+	}}
+}
+
+// newCtx is a request as it arrives from peer with headers.
+func newCtx(peer string, headers []string) *fasthttp.RequestCtx {
+	var ctx fasthttp.RequestCtx
+	var req fasthttp.Request
+	for _, h := range headers {
+		k, v, _ := strings.Cut(h, ": ")
+		req.Header.Set(k, v)
+	}
+	ctx.Init(&req, net.TCPAddrFromAddrPort(netip.MustParseAddrPort(peer)), nil)
+	return &ctx
 }

@@ -117,6 +117,7 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 	}
 	ioCtx, cancel := s.ioContext()
 	defer cancel()
+	before, existed := s.eng.Item(id)
 	v, created, err := s.eng.PutItem(ioCtx, it)
 	switch code := engine.CodeOf(err); {
 	case err == nil:
@@ -130,6 +131,9 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 	default:
 		writeError(ctx, code, strings.TrimPrefix(err.Error(), "engine: "))
 		return
+	}
+	if !existed || v.Stock > before.Stock { // new stock for sale: warm up again
+		s.limits.Rewarm(id, time.Now())
 	}
 	status := fasthttp.StatusOK
 	if created {

@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/server/admission"
 )
 
 // httpMetrics counts requests by route and status, purchase outcomes by
@@ -29,7 +30,12 @@ type httpMetrics struct {
 	created  prometheus.Counter
 	replayed prometheus.Counter
 
-	requestsDesc, stockTotal, stockLeft, sold, pending, idemEntries, openConns *prometheus.Desc
+	admitted  prometheus.Counter
+	shed      prometheus.Counter
+	limited   [4]prometheus.Counter // by admission.Limit
+	decisions *prometheus.CounterVec
+
+	requestsDesc, stockTotal, stockLeft, sold, pending, idemEntries, openConns, inflight, clients *prometheus.Desc
 }
 
 type routeStats struct {
@@ -73,6 +79,8 @@ func newHTTPMetrics(s *Server) *httpMetrics {
 		pending:      prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
 		idemEntries:  prometheus.NewDesc("flashsale_idempotency_entries", "Request ids remembered for replays.", nil, nil),
 		openConns:    prometheus.NewDesc("flashsale_http_open_connections", "Open connections by listener.", []string{"listener"}, nil),
+		inflight:     prometheus.NewDesc("flashsale_admission_inflight", "Public API requests being served (bound: -max-inflight).", nil, nil),
+		clients:      prometheus.NewDesc("flashsale_admission_tracked_clients", "Client IPs tracked by the per-IP rate limit.", nil, nil),
 	}
 	m.other = m.route("other")
 	for _, c := range purchaseCodes {
@@ -80,6 +88,15 @@ func newHTTPMetrics(s *Server) *httpMetrics {
 	}
 	m.created = m.outcomes.WithLabelValues("created")
 	m.replayed = m.outcomes.WithLabelValues("replayed")
+	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_admission_decisions_total",
+		Help: "Admission decisions on the public API: admitted, rate_limited by limit (global, item, ip), or shed (in-flight bound).",
+	}, []string{"decision", "limit"})
+	m.admitted = m.decisions.WithLabelValues("admitted", "")
+	m.shed = m.decisions.WithLabelValues("shed", "inflight")
+	for _, l := range []admission.Limit{admission.Global, admission.Item, admission.IP} {
+		m.limited[l] = m.decisions.WithLabelValues("rate_limited", l.String())
+	}
 	return m
 }
 
@@ -116,7 +133,9 @@ func (s *Server) instrument(name string, h fasthttp.RequestHandler) fasthttp.Req
 func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.duration.Describe(ch)
 	m.outcomes.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.requestsDesc, m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.openConns} {
+	m.decisions.Describe(ch)
+	for _, d := range []*prometheus.Desc{m.requestsDesc, m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.openConns,
+		m.inflight, m.clients} {
 		ch <- d
 	}
 }
@@ -124,6 +143,9 @@ func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.duration.Collect(ch)
 	m.outcomes.Collect(ch)
+	m.decisions.Collect(ch)
+	ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(m.s.inflight.InUse()))
+	ch <- prometheus.MustNewConstMetric(m.clients, prometheus.GaugeValue, float64(m.s.limits.Clients()))
 	m.mu.Lock()
 	for _, r := range m.routes {
 		for status := range r.statuses {

@@ -3,10 +3,12 @@ package server
 import (
 	"context"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/server/admission"
 )
 
 // purchaseBody is the request of POST /api/v1/items/{id}/purchase.
@@ -49,6 +51,12 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 		*body = purchaseBody{} // drop the strings that alias this request
 		purchaseBodies.Put(body)
 	}()
+	if s.eng.HasItem(itemID) {
+		if lim, wait := s.limits.AllowItem(itemID, time.Now()); lim != admission.None {
+			s.rateLimited(ctx, lim, wait)
+			return
+		}
+	}
 	req, msg := parsePurchase(ctx, itemID, body)
 	if msg != "" {
 		s.metrics.outcome(engine.CodeInvalidRequest)

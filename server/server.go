@@ -11,6 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
+	"runtime"
+	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -19,6 +22,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/server/admission"
 )
 
 // Options are the server's settings; every limit is explicit. Defaults()
@@ -36,6 +40,12 @@ type Options struct {
 	MaxConnsPerIP    int           // 0: unlimited (Nginx is one IP)
 	ShutdownDelay    time.Duration // /readyz fails this long before draining
 	ReadyTimeout     time.Duration // bound on /readyz dependency checks; default 1 s
+
+	// Admission control of the public API (/api/...).
+	Limits         admission.Options // rate limits; zero rates are off
+	MaxInflight    int               // requests served at once; default 128 per CPU
+	MaxQueueWait   time.Duration     // wait for an in-flight slot before 503; 0: none
+	TrustedProxies []netip.Prefix    // peers whose X-Real-IP / X-Forwarded-For are believed
 }
 
 // Defaults fills the zero fields of o.
@@ -54,6 +64,7 @@ func (o *Options) Defaults() {
 	def(&o.MaxAdminBodySize, 64<<10)
 	def(&o.MaxHeaderSize, 8<<10)
 	def(&o.MaxConns, 100_000)
+	def(&o.MaxInflight, 128*runtime.GOMAXPROCS(0))
 	defd(&o.ReadTimeout, 5*time.Second)
 	defd(&o.WriteTimeout, 5*time.Second)
 	defd(&o.IdleTimeout, 60*time.Second)
@@ -97,6 +108,9 @@ type Server struct {
 
 	public, admin *fasthttp.Server
 	draining      atomic.Bool
+	limits        *admission.Limits
+	inflight      *admission.Inflight
+	stopJanitor   chan struct{}
 	ids           *requestIDs
 	metrics       *httpMetrics
 	errLog        rateLog
@@ -109,13 +123,16 @@ type Server struct {
 func New(opts Options, eng *engine.Engine, orders OrderReader, checks []Check, reg *prometheus.Registry) (*Server, error) {
 	opts.Defaults()
 	s := &Server{
-		opts:     opts,
-		eng:      eng,
-		orders:   orders,
-		checks:   checks,
-		registry: reg,
-		ids:      newRequestIDs(),
-		errLog:   rateLog{interval: time.Second},
+		opts:        opts,
+		eng:         eng,
+		orders:      orders,
+		checks:      checks,
+		registry:    reg,
+		ids:         newRequestIDs(),
+		errLog:      rateLog{interval: time.Second},
+		limits:      admission.NewLimits(opts.Limits, time.Now()),
+		inflight:    admission.NewInflight(opts.MaxInflight, opts.MaxQueueWait),
+		stopJanitor: make(chan struct{}),
 	}
 	s.metrics = newHTTPMetrics(s)
 	if err := reg.Register(s.metrics); err != nil {
@@ -149,6 +166,7 @@ func (s *Server) newFastHTTP(name string, h fasthttp.RequestHandler, maxBody int
 
 // Serve serves the two listeners until Shutdown, or until one fails.
 func (s *Server) Serve(public, admin net.Listener) error {
+	go s.janitor()
 	errc := make(chan error, 2)
 	go func() { errc <- s.public.Serve(public) }()
 	go func() { errc <- s.admin.Serve(admin) }()
@@ -160,6 +178,7 @@ func (s *Server) Serve(public, admin net.Listener) error {
 // ctx). Answers given while draining carry Connection: close.
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.draining.Store(true)
+	close(s.stopJanitor)
 	select {
 	case <-time.After(s.opts.ShutdownDelay):
 	case <-ctx.Done():
@@ -186,6 +205,14 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 	h := r.Handler
 	return func(ctx *fasthttp.RequestCtx) {
 		s.ids.set(ctx)
+		if !bytes.HasPrefix(ctx.Path(), apiPrefix) {
+			h(ctx) // health endpoints and 404s are never refused
+			return
+		}
+		if !s.admit(ctx) {
+			return
+		}
+		defer s.inflight.Release()
 		if ctx.IsPost() {
 			if _, ok := purchaseItemID(ctx.Path()); ok {
 				s.routePurchase(ctx)
@@ -194,6 +221,42 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 		}
 		h(ctx)
 	}
+}
+
+var apiPrefix = []byte("/api/")
+
+// admit applies the global and per-IP rate limits (429) and the in-flight
+// bound (503) to a request of the public API. When it returns true the
+// caller must release the in-flight slot.
+func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
+	if lim, wait := s.limits.Allow(s.clientIP(ctx), time.Now()); lim != admission.None {
+		s.rateLimited(ctx, lim, wait)
+		return false
+	}
+	if !s.inflight.Acquire() {
+		s.metrics.shed.Inc()
+		writeError(ctx, engine.CodeUnavailable, "the server is at its in-flight limit; retry shortly (operators: raise -max-inflight)")
+		s.metrics.other.count(fasthttp.StatusServiceUnavailable)
+		return false
+	}
+	s.metrics.admitted.Inc()
+	return true
+}
+
+// rateLimited answers 429 with the wait in Retry-After.
+func (s *Server) rateLimited(ctx *fasthttp.RequestCtx, lim admission.Limit, wait time.Duration) {
+	s.metrics.limited[lim].Inc()
+	switch lim {
+	case admission.Global:
+		writeError(ctx, codeRateLimited, "the server is at its global rate limit")
+	case admission.Item:
+		writeError(ctx, codeRateLimited, "this item is at its rate limit")
+	default:
+		writeError(ctx, codeRateLimited, "too many requests from this client")
+	}
+	var buf [20]byte
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], int64(admission.RetryAfter(wait)), 10))
+	s.metrics.other.count(fasthttp.StatusTooManyRequests)
 }
 
 var (
@@ -267,4 +330,18 @@ func (f fasthttpLogger) Printf(format string, args ...any) {
 // handler, and fasthttp recycles the RequestCtx as soon as the handler returns.
 func (s *Server) ioContext() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+}
+
+// janitor forgets idle clients of the per-IP limit, until Shutdown.
+func (s *Server) janitor() {
+	t := time.NewTicker(10 * time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopJanitor:
+			return
+		case now := <-t.C:
+			s.limits.Sweep(now)
+		}
+	}
 }

@@ -200,3 +200,6 @@ func (l *Limits) Clients() int {
 	}
 	return n
 }
+
+// TrackedItems is the number of items the per-item limit tracks.
+func (l *Limits) TrackedItems() int { return len(*l.items.Load()) }

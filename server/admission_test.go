@@ -1,0 +1,149 @@
+package server
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/server/admission"
+)
+
+func TestRateLimitedAnswers(t *testing.T) {
+	ts := newTestServer(t, Options{Limits: admission.Options{IP: 0.5, Warmup: time.Nanosecond}})
+	ts.putItem("it", phone)
+	c := ts.clientFrom("192.0.2.10:5000")
+	// Burst 1 at 0.5/s: one purchase passes, the next waits 2 s.
+	if r := ts.do(c, "POST", "/api/v1/items/it/purchase", `{"user_id":"u1"}`); r.status != 201 {
+		t.Fatalf("first: %d %s", r.status, r.body)
+	}
+	r := ts.do(c, "POST", "/api/v1/items/it/purchase", `{"user_id":"u2"}`)
+	errCode(t, r, 429, "rate_limited")
+	if r.header["Retry-After"] != "2" || !strings.Contains(r.body, "this client") {
+		t.Fatalf("Retry-After %q, body %s", r.header["Retry-After"], r.body)
+	}
+	// Another client is not affected; health checks are never limited.
+	if r := ts.do(ts.clientFrom("192.0.2.11:5000"), "GET", "/api/v1/items/it", ""); r.status != 200 {
+		t.Fatalf("other client: %d", r.status)
+	}
+	for i := 0; i < 3; i++ {
+		if r := ts.do(c, "GET", "/healthz", ""); r.status != 200 {
+			t.Fatalf("healthz limited: %d", r.status)
+		}
+	}
+	// The refused purchase took nothing.
+	if v, _ := ts.eng.Item("it"); v.Sold != 1 {
+		t.Fatalf("sold %d", v.Sold)
+	}
+}
+
+func TestItemLimitAndWarmupAfterRestock(t *testing.T) {
+	ts := newTestServer(t, Options{Limits: admission.Options{Item: 10, Warmup: time.Hour}})
+	ts.putItem("it", `{"name":"x","price_cents":1,"stock":1000,"per_user_limit":1}`)
+	ok, limited := 0, 0
+	for i := 0; i < 20; i++ {
+		switch r := ts.buy("it", fmt.Sprintf(`{"user_id":"u%d"}`, i)); r.status {
+		case 201:
+			ok++
+		case 429:
+			limited++
+			if !strings.Contains(r.body, "item") {
+				t.Fatalf("429 body %s", r.body)
+			}
+		default:
+			t.Fatalf("%d %s", r.status, r.body)
+		}
+	}
+	// Cold: a third of 10/s, bucket of 1: one purchase in this instant.
+	if ok < 1 || ok > 2 || limited < 18 {
+		t.Fatalf("cold item limit admitted %d, refused %d", ok, limited)
+	}
+	// Unknown items are not given a bucket (their ids come from clients).
+	for i := 0; i < 50; i++ {
+		ts.buy(fmt.Sprintf("ghost-%d", i), `{"user_id":"u"}`)
+	}
+	if n := ts.srv.limits.TrackedItems(); n != 1 {
+		t.Fatalf("%d item buckets after requests for unknown items", n)
+	}
+}
+
+func TestClientIPBehindProxies(t *testing.T) {
+	ts := newTestServer(t, Options{TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	f := func(peer string, headers []string, want string) {
+		t.Helper()
+		req := newCtx(peer, headers)
+		if got := ts.srv.clientIP(req).String(); got != want {
+			t.Fatalf("peer %s %v: client %s, want %s", peer, headers, got, want)
+		}
+	}
+	// An untrusted peer's headers are ignored: spoofing gets nothing.
+	f("203.0.113.5:1000", []string{"X-Forwarded-For: 1.2.3.4", "X-Real-IP: 5.6.7.8"}, "203.0.113.5")
+	// A trusted proxy: X-Real-IP first, else the rightmost untrusted hop.
+	f("10.0.0.2:1000", []string{"X-Real-IP: 198.51.100.7"}, "198.51.100.7")
+	f("10.0.0.2:1000", []string{"X-Forwarded-For: 1.2.3.4, 198.51.100.7, 10.0.0.9"}, "198.51.100.7")
+	f("10.0.0.2:1000", []string{"X-Forwarded-For: garbage, 10.0.0.9"}, "10.0.0.2")
+	f("10.0.0.2:1000", nil, "10.0.0.2")
+	f("10.0.0.2:1000", []string{"X-Forwarded-For: ::ffff:192.0.2.1"}, "192.0.2.1")
+}
+
+func TestSpoofedForwardedForDoesNotDodgeTheIPLimit(t *testing.T) {
+	ts := newTestServer(t, Options{Limits: admission.Options{IP: 0.5}})
+	ts.putItem("it", phone)
+	c := ts.clientFrom("192.0.2.20:5000")
+	codes := map[int]int{}
+	for i := 0; i < 5; i++ {
+		r := ts.do(c, "GET", "/api/v1/items/it", "", fmt.Sprintf("X-Forwarded-For: 198.51.100.%d", i))
+		codes[r.status]++
+	}
+	if codes[429] != 4 {
+		t.Fatalf("spoofing X-Forwarded-For from an untrusted peer: %v", codes)
+	}
+}
+
+func TestShedding(t *testing.T) {
+	ts := newTestServer(t, Options{MaxInflight: 1})
+	ts.putItem("it", phone)
+	ts.sink.mode.Store(sinkHold)
+	held := make(chan response)
+	go func() { held <- ts.buy("it", `{"user_id":"a"}`) }()
+	<-ts.sink.entered // one purchase holds the only slot
+	start := time.Now()
+	r := ts.do(ts.pub, "GET", "/api/v1/items/it", "")
+	errCode(t, r, 503, "unavailable")
+	if time.Since(start) > time.Second || !strings.Contains(r.body, "-max-inflight") {
+		t.Fatalf("shed answer: after %v: %s", time.Since(start), r.body)
+	}
+	if r := ts.do(ts.pub, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("readyz shed: %d", r.status)
+	}
+	ts.sink.mode.Store(sinkPass)
+	close(ts.sink.release)
+	if r := <-held; r.status != 201 {
+		t.Fatalf("held purchase: %d", r.status)
+	}
+	if r := ts.do(ts.pub, "GET", "/api/v1/items/it", ""); r.status != 200 {
+		t.Fatalf("after the slot is free: %d", r.status)
+	}
+	m := ts.do(ts.adm, "GET", "/metrics", "").body
+	for _, want := range []string{`flashsale_admission_decisions_total{decision="shed",limit="inflight"} 1`,
+		`flashsale_admission_decisions_total{decision="admitted",limit=""}`, "flashsale_admission_inflight 0"} {
+		if !strings.Contains(m, want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+}
+
+func TestConcurrentAdmissionKeepsTheBound(t *testing.T) {
+	ts := newTestServer(t, Options{MaxInflight: 4})
+	ts.putItem("it", phone)
+	var wg sync.WaitGroup
+	for i := 0; i < 64; i++ {
+		wg.Go(func() { ts.do(ts.pub, "GET", "/api/v1/items/it", "") })
+	}
+	wg.Wait()
+	if n := ts.srv.inflight.InUse(); n != 0 {
+		t.Fatalf("%d slots leaked", n)
+	}
+}
