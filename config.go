@@ -39,13 +39,16 @@ var (
 	drainTimeout = flag.Duration("drain-timeout", 10*time.Second, "On SIGTERM, how long requests in flight may take to finish after the listeners close.")
 
 	// Admission control of the public API (/api/...).
-	rateGlobal     = flag.Float64("rate-global", 0, "Global rate limit of the public API, requests per second; 0 is off. Over it: 429 with Retry-After.")
-	rateItem       = flag.Float64("rate-item", 0, "Purchase attempts per second per item; 0 is off.")
-	rateIP         = flag.Float64("rate-ip", 0, "Requests per second per client IP; 0 is off. Behind a proxy set -trusted-proxies, or every client is the proxy.")
-	rateWarmup     = flag.Duration("rate-warmup", 10*time.Second, "After start and after a restock, rate limits climb from a third of their rate to the full rate over this period.")
-	maxInflight    = flag.Int("max-inflight", 0, "Public API requests served at once; past it (and -max-queue-wait) 503 with Retry-After. 0 sizes it to the machine: 128 per CPU.")
-	maxQueueWait   = flag.Duration("max-queue-wait", time.Millisecond, "How long a request may wait for an in-flight slot before 503. Keep it small: the point is to refuse fast.")
-	trustedProxies = flag.String("trusted-proxies", "", "Comma-separated CIDRs (e.g. 127.0.0.1/32,10.0.0.0/8) whose X-Real-IP / X-Forwarded-For are believed; other peers' headers are ignored.")
+	rateGlobal      = flag.Float64("rate-global", 0, "Global rate limit of the public API, requests per second; 0 is off. Over it: 429 with Retry-After.")
+	rateItem        = flag.Float64("rate-item", 0, "Purchase attempts per second per item; 0 is off.")
+	rateIP          = flag.Float64("rate-ip", 0, "Requests per second per client IP; 0 is off. Behind a proxy set -trusted-proxies, or every client is the proxy.")
+	rateWarmup      = flag.Duration("rate-warmup", 10*time.Second, "After start and after a restock, rate limits climb from a third of their rate to the full rate over this period.")
+	maxInflight     = flag.Int("max-inflight", 0, "Public API requests served at once; past it (and -max-queue-wait) 503 with Retry-After. 0 sizes it to the machine: 128 per CPU.")
+	maxQueueWait    = flag.Duration("max-queue-wait", time.Millisecond, "How long a request may wait for an in-flight slot before 503. Keep it small: the point is to refuse fast.")
+	breakerFailures = flag.Uint("breaker-failures", 5, "Failed (or slower than -breaker-slow) order-store commits in a row that open the circuit: purchases that would win get 503 at once until a probe succeeds.")
+	breakerSlow     = flag.Duration("breaker-slow", time.Second, "A commit slower than this counts as a failure for the circuit breaker (the order is still accepted).")
+	breakerCoolDown = flag.Duration("breaker-cooldown", 5*time.Second, "How long the circuit stays open before one probe purchase is let through.")
+	trustedProxies  = flag.String("trusted-proxies", "", "Comma-separated CIDRs (e.g. 127.0.0.1/32,10.0.0.0/8) whose X-Real-IP / X-Forwarded-For are believed; other peers' headers are ignored.")
 
 	// Cluster mode comes with a later release; its flags are reserved so
 	// that scripts written for it fail loudly today.
@@ -108,6 +111,9 @@ func validate() error {
 	}
 	if *rateGlobal < 0 || *rateItem < 0 || *rateIP < 0 || *maxInflight < 0 || *maxQueueWait < 0 || *rateWarmup < 0 {
 		bad("-rate-*, -rate-warmup, -max-inflight and -max-queue-wait must not be negative")
+	}
+	if *breakerFailures == 0 || *breakerSlow <= 0 || *breakerCoolDown <= 0 {
+		bad("-breaker-failures, -breaker-slow and -breaker-cooldown must be positive")
 	}
 	if _, err := parseCIDRs(*trustedProxies); err != nil {
 		errs = append(errs, err)

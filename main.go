@@ -18,8 +18,10 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/sony/gobreaker/v2"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/circuit"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
 )
@@ -53,7 +55,11 @@ func main() {
 	if err != nil {
 		fatal("cannot open the order store", err)
 	}
-	eng, err := engine.New(engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: store, Catalog: store})
+	sink := circuit.New("order store", store, circuit.Options{Failures: uint32(*breakerFailures), Slow: *breakerSlow,
+		CoolDown: *breakerCoolDown, OnStateChange: func(from, to gobreaker.State) {
+			slog.Warn("order store circuit changed state", "from", from.String(), "to", to.String())
+		}})
+	eng, err := engine.New(engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: sink, Catalog: store})
 	if err != nil {
 		fatal("cannot start the engine", err)
 	}
@@ -68,8 +74,12 @@ func main() {
 		"holdings", len(snap.Holdings), "replayable_requests", len(snap.Replays), "took", time.Since(start))
 
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store)
-	checks := []server.Check{{Name: "order store", Check: store.Check}}
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_circuit_state",
+			Help: "State of the order store's circuit breaker: 0 closed, 1 half-open, 2 open.",
+		}, func() float64 { return float64(sink.State()) }))
+	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
 	srv, err := server.New(serverOptions(), eng, store, checks, reg)
 	if err != nil {
 		fatal("cannot build the HTTP server", err)

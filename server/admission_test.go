@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/circuit"
 	"github.com/flashsale/flashsale/server/admission"
 )
 
@@ -145,5 +147,39 @@ func TestConcurrentAdmissionKeepsTheBound(t *testing.T) {
 	wg.Wait()
 	if n := ts.srv.inflight.InUse(); n != 0 {
 		t.Fatalf("%d slots leaked", n)
+	}
+}
+
+func TestCircuitOpensAndLosersAreStillAnswered(t *testing.T) {
+	var breaker *circuit.Sink
+	ts := newTestServerSink(t, Options{}, func(s engine.OrderSink) engine.OrderSink {
+		breaker = circuit.New("test", s, circuit.Options{Failures: 2, CoolDown: 100 * time.Millisecond})
+		return breaker
+	})
+	ts.putItem("it", `{"name":"x","price_cents":1,"stock":5,"per_user_limit":1}`)
+	ts.putItem("gone", `{"name":"y","price_cents":1,"stock":0}`)
+	ts.sink.mode.Store(sinkFail)
+	for i := 0; i < 2; i++ {
+		errCode(t, ts.buy("it", fmt.Sprintf(`{"user_id":"f%d"}`, i)), 503, "unavailable")
+	}
+	// Open: would-be winners get 503 at once; losers are answered from memory.
+	start := time.Now()
+	errCode(t, ts.buy("it", `{"user_id":"w"}`), 503, "unavailable")
+	errCode(t, ts.buy("gone", `{"user_id":"w"}`), 409, "sold_out")
+	if took := time.Since(start); took > 50*time.Millisecond {
+		t.Fatalf("answers while open took %v", took)
+	}
+	errCode(t, ts.do(ts.pub, "GET", "/readyz", ""), 503, "unavailable")
+	// The store recovers; after the cool-down a probe closes the circuit.
+	ts.sink.mode.Store(sinkPass)
+	time.Sleep(120 * time.Millisecond)
+	if r := ts.buy("it", `{"user_id":"w"}`); r.status != 201 {
+		t.Fatalf("after recovery: %d %s", r.status, r.body)
+	}
+	if r := ts.do(ts.pub, "GET", "/readyz", ""); r.status != 200 {
+		t.Fatalf("readyz after recovery: %d", r.status)
+	}
+	if v, _ := ts.eng.Item("it"); v.Sold != 1 || v.StockLeft != 4 {
+		t.Fatalf("stock: %+v", v)
 	}
 }

@@ -57,16 +57,31 @@ type testServer struct {
 
 func newTestServer(t testing.TB, opts Options) *testServer {
 	t.Helper()
+	return newTestServerSink(t, opts, nil)
+}
+
+// newTestServerSink is newTestServer with the sink wrapped, e.g. in a
+// circuit breaker.
+func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) engine.OrderSink) *testServer {
+	t.Helper()
 	store, err := sqlitestore.Open(sqlitestore.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}
 	sink := &controlSink{Store: store, entered: make(chan struct{}), release: make(chan struct{})}
-	eng, err := engine.New(engine.Options{Sink: sink, Catalog: store})
+	var engSink engine.OrderSink = sink
+	if wrap != nil {
+		engSink = wrap(sink)
+	}
+	eng, err := engine.New(engine.Options{Sink: engSink, Catalog: store})
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv, err := New(opts, eng, store, []Check{{Name: "order store", Check: store.Check}}, prometheus.NewRegistry())
+	checks := []Check{{Name: "order store", Check: store.Check}}
+	if c, ok := engSink.(interface{ Check(context.Context) error }); ok && wrap != nil {
+		checks = append(checks, Check{Name: "order store circuit", Check: c.Check})
+	}
+	srv, err := New(opts, eng, store, checks, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
