@@ -266,4 +266,11 @@ func TestCheckConfigAndEnvironment(t *testing.T) {
 	f(true, nil, "-rate-global", "100", "-rate-ip", "10", "-trusted-proxies", "127.0.0.1, 10.0.0.0/8")
 	f(false, nil, "-trusted-proxies", "10.0.0.0/33")
 	f(false, nil, "-rate-item", "-1")
+	f(false, nil, "-identity", "header")
+	f(true, nil, "-identity", "header", "-trusted-proxies", "10.0.0.0/8")
+	f(false, nil, "-identity", "jwt")
+	key := filepath.Join(t.TempDir(), "key")
+	os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef\n"), 0o600)
+	f(true, nil, "-identity", "jwt", "-jwt-secret-file", key)
+	f(false, nil, "-identity", "cookie")
 }

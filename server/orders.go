@@ -18,6 +18,14 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 	ioCtx, cancel := s.ioContext()
 	defer cancel()
 	o, ok, err := s.orders.Order(ioCtx, id)
+	if ok && s.opts.Identity.Mode != IdentityBody {
+		// Shoppers see only their own orders; another's does not exist.
+		user, authed := s.shopper(ctx)
+		if !authed {
+			return
+		}
+		ok = o.UserID == user
+	}
 	switch {
 	case err != nil:
 		s.errLog.Error("cannot read order", "order", id, "err", err)
@@ -35,6 +43,16 @@ func (s *Server) userOrders(ctx *fasthttp.RequestCtx) {
 	if !engine.ValidUserID(user) {
 		writeError(ctx, engine.CodeInvalidRequest, engine.ErrBadUserID.Message())
 		return
+	}
+	if s.opts.Identity.Mode != IdentityBody {
+		me, authed := s.shopper(ctx)
+		if !authed {
+			return
+		}
+		if me != user {
+			s.unauthorized(ctx, "", "shoppers can read only their own orders")
+			return
+		}
 	}
 	ioCtx, cancel := s.ioContext()
 	defer cancel()

@@ -23,12 +23,16 @@ var purchaseBodies = newPool(func() *purchaseBody { return new(purchaseBody) })
 const purchaseBodyHelp = "body must be a JSON object: user_id (string), quantity (integer, default 1), request_id (string, optional)"
 
 // parsePurchase reads a purchase request. Its strings alias the request.
-func parsePurchase(ctx *fasthttp.RequestCtx, itemID string, body *purchaseBody) (req engine.PurchaseRequest, msg string) {
+// user, when set, is the authenticated shopper and wins over the body.
+func parsePurchase(ctx *fasthttp.RequestCtx, itemID, user string, body *purchaseBody) (req engine.PurchaseRequest, msg string) {
 	*body = purchaseBody{Quantity: 1}
 	if err := decodeJSON(ctx.PostBody(), body); err != nil {
 		return req, purchaseBodyHelp
 	}
-	req = engine.PurchaseRequest{ItemID: itemID, UserID: body.UserID, RequestID: body.RequestID, Quantity: body.Quantity}
+	if user == "" {
+		user = body.UserID
+	}
+	req = engine.PurchaseRequest{ItemID: itemID, UserID: user, RequestID: body.RequestID, Quantity: body.Quantity}
 	if key := ctx.Request.Header.Peek("Idempotency-Key"); len(key) > 0 {
 		if req.RequestID != "" && req.RequestID != b2s(key) {
 			return req, "request_id and the Idempotency-Key header differ"
@@ -57,7 +61,11 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 			return
 		}
 	}
-	req, msg := parsePurchase(ctx, itemID, body)
+	user, ok := s.shopper(ctx)
+	if !ok {
+		return
+	}
+	req, msg := parsePurchase(ctx, itemID, user, body)
 	if msg != "" {
 		s.metrics.outcome(engine.CodeInvalidRequest)
 		writeError(ctx, engine.CodeInvalidRequest, msg)

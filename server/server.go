@@ -46,6 +46,8 @@ type Options struct {
 	MaxInflight    int               // requests served at once; default 128 per CPU
 	MaxQueueWait   time.Duration     // wait for an in-flight slot before 503; 0: none
 	TrustedProxies []netip.Prefix    // peers whose X-Real-IP / X-Forwarded-For are believed
+
+	Identity Identity // where shoppers' user ids come from; default: the body
 }
 
 // Defaults fills the zero fields of o.
@@ -69,6 +71,9 @@ func (o *Options) Defaults() {
 	defd(&o.WriteTimeout, 5*time.Second)
 	defd(&o.IdleTimeout, 60*time.Second)
 	defd(&o.ReadyTimeout, time.Second)
+	if o.Identity.Header == "" {
+		o.Identity.Header = "X-User-Id"
+	}
 }
 
 // CheckAdminAddr refuses an admin listener off loopback without a token.
@@ -122,6 +127,9 @@ type Server struct {
 // serves (with whatever else the caller registered there).
 func New(opts Options, eng *engine.Engine, orders OrderReader, checks []Check, reg *prometheus.Registry) (*Server, error) {
 	opts.Defaults()
+	if err := opts.Identity.Validate(len(opts.TrustedProxies)); err != nil {
+		return nil, err
+	}
 	s := &Server{
 		opts:        opts,
 		eng:         eng,
