@@ -2,7 +2,6 @@ package server
 
 import (
 	"bytes"
-	"net"
 	"net/netip"
 
 	"github.com/valyala/fasthttp"
@@ -43,13 +42,7 @@ func (s *Server) clientIP(ctx *fasthttp.RequestCtx) netip.Addr {
 	return peer
 }
 
-func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr {
-	if a, ok := ctx.RemoteAddr().(*net.TCPAddr); ok {
-		ip, _ := netip.AddrFromSlice(a.IP)
-		return ip.Unmap()
-	}
-	return netip.Addr{}
-}
+func peerAddr(ctx *fasthttp.RequestCtx) netip.Addr { return addrOf(ctx.RemoteAddr()) }
 
 func (s *Server) trusted(a netip.Addr) bool {
 	for _, p := range s.opts.TrustedProxies {

@@ -30,10 +30,11 @@ type httpMetrics struct {
 	created  prometheus.Counter
 	replayed prometheus.Counter
 
-	admitted  prometheus.Counter
-	shed      prometheus.Counter
-	limited   [4]prometheus.Counter // by admission.Limit
-	decisions *prometheus.CounterVec
+	admitted     prometheus.Counter
+	shed         prometheus.Counter
+	connsRefused prometheus.Counter
+	limited      [4]prometheus.Counter // by admission.Limit
+	decisions    *prometheus.CounterVec
 
 	requestsDesc, stockTotal, stockLeft, sold, pending, idemEntries, openConns, inflight, clients *prometheus.Desc
 }
@@ -94,6 +95,7 @@ func newHTTPMetrics(s *Server) *httpMetrics {
 	}, []string{"decision", "limit"})
 	m.admitted = m.decisions.WithLabelValues("admitted", "")
 	m.shed = m.decisions.WithLabelValues("shed", "inflight")
+	m.connsRefused = m.decisions.WithLabelValues("connection_refused", "conns_per_ip")
 	for _, l := range []admission.Limit{admission.Global, admission.Item, admission.IP} {
 		m.limited[l] = m.decisions.WithLabelValues("rate_limited", l.String())
 	}

@@ -37,7 +37,7 @@ type Options struct {
 	WriteTimeout     time.Duration // whole response; default 5 s
 	IdleTimeout      time.Duration // keep-alive between requests; default 60 s
 	MaxConns         int           // open connections per listener; default 100,000
-	MaxConnsPerIP    int           // 0: unlimited (Nginx is one IP)
+	MaxConnsPerIP    int           // public listener, per client IP; 0: unlimited (Nginx is one IP)
 	ShutdownDelay    time.Duration // /readyz fails this long before draining
 	ReadyTimeout     time.Duration // bound on /readyz dependency checks; default 1 s
 
@@ -158,7 +158,6 @@ func (s *Server) newFastHTTP(name string, h fasthttp.RequestHandler, maxBody int
 		ErrorHandler:                 s.parseError,
 		Logger:                       fasthttpLogger{&s.errLog},
 		Concurrency:                  s.opts.MaxConns,
-		MaxConnsPerIP:                s.opts.MaxConnsPerIP,
 		ReadBufferSize:               s.opts.MaxHeaderSize, // also the bound on headers
 		WriteBufferSize:              4 << 10,
 		MaxRequestBodySize:           maxBody,
@@ -176,7 +175,7 @@ func (s *Server) newFastHTTP(name string, h fasthttp.RequestHandler, maxBody int
 func (s *Server) Serve(public, admin net.Listener) error {
 	go s.janitor()
 	errc := make(chan error, 2)
-	go func() { errc <- s.public.Serve(public) }()
+	go func() { errc <- s.public.Serve(s.limitConnsPerIP(public)) }()
 	go func() { errc <- s.admin.Serve(admin) }()
 	return <-errc
 }
@@ -321,9 +320,11 @@ func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
 	s.metrics.other.count(ctx.Response.StatusCode())
 }
 
+// isTimeout reports a read deadline hit: any error in the chain with a
+// Timeout method (net errors, and the in-memory pipe's, which is no net.Error).
 func isTimeout(err error) bool {
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
+	var te interface{ Timeout() bool }
+	return errors.As(err, &te) && te.Timeout()
 }
 
 type fasthttpLogger struct{ l *rateLog }
