@@ -48,12 +48,15 @@ type Config struct {
 
 // Result is what a run measured, warm-up excluded.
 type Result struct {
-	Target       float64 // the asked rate; 0 for closed loop
-	Sent         int     // requests sent, warm-up included
-	Requests     int64   // answers recorded (failures included)
-	Elapsed      time.Duration
-	Throughput   float64 // recorded answers per second
-	Latency      *hdrhistogram.Histogram
+	Target     float64 // the asked rate; 0 for closed loop
+	Sent       int     // requests sent, warm-up included
+	Requests   int64   // answers recorded (failures included)
+	Elapsed    time.Duration
+	Throughput float64 // recorded answers per second
+	Latency    *hdrhistogram.Histogram
+	// Admitted is the latency of the answers that were not refusals (429,
+	// 503) or transport failures: what the server's admitted requests got.
+	Admitted     *hdrhistogram.Histogram
 	Statuses     map[int]int64
 	Codes        map[string]int64
 	Failures     int64 // transport errors and timeouts
@@ -82,6 +85,19 @@ func (r *Result) Errors() int64 {
 		}
 	}
 	return n
+}
+
+// Refused is the share of answers that were refusals or failures.
+func (r *Result) Refused() float64 {
+	if r.Requests == 0 {
+		return 0
+	}
+	return float64(r.Errors()) / float64(r.Requests)
+}
+
+// AdmittedQuantile returns a latency quantile (0-100) of the admitted answers.
+func (r *Result) AdmittedQuantile(q float64) time.Duration {
+	return time.Duration(r.Admitted.ValueAtQuantile(q)) * time.Microsecond
 }
 
 // Quantile returns a latency quantile (0-100) of the run.
@@ -159,10 +175,11 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	close(g.out)
 	<-collected
 
-	res := &Result{Target: cfg.Rate, Sent: int(g.sent.Load()), Latency: newHistogram(3),
+	res := &Result{Target: cfg.Rate, Sent: int(g.sent.Load()), Latency: newHistogram(3), Admitted: newHistogram(3),
 		Statuses: map[int]int64{}, Codes: map[string]int64{}}
 	for _, r := range recs {
 		res.Latency.Merge(r.hist)
+		res.Admitted.Merge(r.admitted)
 		res.Requests += r.recorded
 		res.Failures += r.failures
 		for s, c := range r.statuses {

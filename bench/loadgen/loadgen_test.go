@@ -140,7 +140,8 @@ func TestRunOpenLoop(t *testing.T) {
 	if res.Requests < 1500 || res.Requests > 1601 || res.Latency.TotalCount() != res.Requests {
 		t.Fatalf("recorded %d (histogram %d), want ~1600", res.Requests, res.Latency.TotalCount())
 	}
-	if res.Statuses[200]+res.Statuses[409] != res.Requests || res.Codes["sold_out"] != res.Statuses[409] || res.Errors() != 0 {
+	if res.Statuses[200]+res.Statuses[409] != res.Requests || res.Codes["sold_out"] != res.Statuses[409] || res.Errors() != 0 ||
+		res.Admitted.TotalCount() != res.Requests || res.Refused() != 0 {
 		t.Fatalf("statuses %v codes %v", res.Statuses, res.Codes)
 	}
 	var inTimeline int64
@@ -170,7 +171,7 @@ func TestRunClosedLoopAndFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Failures != 20 || res.Errors() != 20 {
+	if res.Failures != 20 || res.Errors() != 20 || res.Admitted.TotalCount() != 0 || res.Refused() != 1 {
 		t.Fatalf("failures %d errors %d", res.Failures, res.Errors())
 	}
 	if _, err := Run(Config{Target: "not a url", Conns: 1, Requests: 1}, w); err == nil {

@@ -54,6 +54,7 @@ func codeIndex(body []byte) int {
 // collector, which merges them.
 type recorder struct {
 	hist     *hdrhistogram.Histogram
+	admitted *hdrhistogram.Histogram // answers that were not refusals (429, 503) or failures
 	statuses [600]int64
 	codes    []int64 // by index into Codes, last: unknown
 	failures int64   // transport errors and timeouts
@@ -74,7 +75,7 @@ type secondTally struct {
 }
 
 func newRecorder(out chan<- secondTally, free <-chan *hdrhistogram.Histogram) *recorder {
-	return &recorder{hist: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
+	return &recorder{hist: newHistogram(3), admitted: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
 }
 
 // record counts one answer. sec is the second of the run its request was
@@ -84,6 +85,9 @@ func (r *recorder) record(sec int, latency time.Duration, status int, body []byt
 	r.hist.RecordValue(min(us, maxLatencyUS))
 	r.recorded++
 	isErr := status == 0 || status >= 500 || status == 429
+	if !isErr {
+		r.admitted.RecordValue(min(us, maxLatencyUS))
+	}
 	switch {
 	case status == 0:
 		r.failures++

@@ -56,6 +56,10 @@ func Table(w io.Writer, runs []Run) {
 	}
 	tw.Flush()
 	for _, r := range runs {
+		if res := r.Result; res.Errors() > 0 {
+			fmt.Fprintf(w, "\n%s: %.1f%% refused (429, 503, failures); admitted requests: P50 %s ms, P99 %s ms, P99.9 %s ms",
+				r.Name, 100*res.Refused(), ms(res.AdmittedQuantile(50)), ms(res.AdmittedQuantile(99)), ms(res.AdmittedQuantile(99.9)))
+		}
 		fmt.Fprintf(w, "\n%s: answers %s\n", r.Name, answers(r.Result))
 		if r.Verdict != nil {
 			fmt.Fprint(w, r.Verdict.String())
@@ -109,20 +113,23 @@ type Machine struct {
 }
 
 type RunJSON struct {
-	Name         string             `json:"name"`
-	TargetRate   float64            `json:"target_rate"`
-	Throughput   float64            `json:"throughput"`
-	Ceiling      float64            `json:"ceiling,omitempty"`
-	Requests     int64              `json:"requests"`
-	ElapsedS     float64            `json:"elapsed_s"`
-	LatencyMS    map[string]float64 `json:"latency_ms"`
-	Statuses     map[string]int64   `json:"statuses"`
-	Codes        map[string]int64   `json:"codes"`
-	Failures     int64              `json:"transport_failures"`
-	Errors       int64              `json:"errors"`
-	GeneratorCPU float64            `json:"generator_cpu_cores"`
-	Timeline     []SecondJSON       `json:"timeline"`
-	Verdict      *scenario.Verdict  `json:"verdict,omitempty"`
+	Name       string             `json:"name"`
+	TargetRate float64            `json:"target_rate"`
+	Throughput float64            `json:"throughput"`
+	Ceiling    float64            `json:"ceiling,omitempty"`
+	Requests   int64              `json:"requests"`
+	ElapsedS   float64            `json:"elapsed_s"`
+	LatencyMS  map[string]float64 `json:"latency_ms"`
+	// AdmittedLatencyMS is the latency of answers that were not refusals.
+	AdmittedLatencyMS map[string]float64 `json:"admitted_latency_ms"`
+	Refused           float64            `json:"refused_share"`
+	Statuses          map[string]int64   `json:"statuses"`
+	Codes             map[string]int64   `json:"codes"`
+	Failures          int64              `json:"transport_failures"`
+	Errors            int64              `json:"errors"`
+	GeneratorCPU      float64            `json:"generator_cpu_cores"`
+	Timeline          []SecondJSON       `json:"timeline"`
+	Verdict           *scenario.Verdict  `json:"verdict,omitempty"`
 }
 
 type SecondJSON struct {
@@ -145,7 +152,10 @@ func NewDocument(command string, runs []Run) Document {
 			Requests: res.Requests, ElapsedS: res.Elapsed.Seconds(), Statuses: map[string]int64{}, Codes: res.Codes,
 			Failures: res.Failures, Errors: res.Errors(), GeneratorCPU: res.GeneratorCPU, Verdict: r.Verdict,
 			LatencyMS: map[string]float64{"p50": msf(res.Quantile(50)), "p90": msf(res.Quantile(90)), "p99": msf(res.Quantile(99)),
-				"p99.9": msf(res.Quantile(99.9)), "max": msf(time.Duration(res.Latency.Max()) * time.Microsecond)}}
+				"p99.9": msf(res.Quantile(99.9)), "max": msf(time.Duration(res.Latency.Max()) * time.Microsecond)},
+			AdmittedLatencyMS: map[string]float64{"p50": msf(res.AdmittedQuantile(50)), "p99": msf(res.AdmittedQuantile(99)),
+				"p99.9": msf(res.AdmittedQuantile(99.9))},
+			Refused: res.Refused()}
 		for s, n := range res.Statuses {
 			j.Statuses[fmt.Sprint(s)] = n
 		}
