@@ -85,8 +85,8 @@ func judge(specs []spec, results []Result, userID func(int32) string, item strin
 		switch {
 		case r.Status == 0:
 			unknown++
-		case r.Status >= 500:
-			unavailable++
+		case r.Status >= 500 || r.Status == 429:
+			unavailable++ // refused: took nothing
 		}
 		if s.kind == Buy {
 			first[s.user] = r
@@ -111,7 +111,7 @@ func judge(specs []spec, results []Result, userID func(int32) string, item strin
 			"%d orders answered 201 and %d sold, want %d (%d users)", len(orders), sold, want, demand)
 	} else {
 		v.add("201s match what was sold", int64(len(orders)) <= sold && sold <= int64(len(orders)+unknown),
-			"%d orders answered 201, %d sold, %d answers lost, %d 5xx", len(orders), sold, unknown, unavailable)
+			"%d orders answered 201, %d sold, %d answers lost, %d refused (429, 5xx)", len(orders), sold, unknown, unavailable)
 	}
 	over := 0
 	for _, ids := range perUser {
@@ -137,7 +137,7 @@ func judge(specs []spec, results []Result, userID func(int32) string, item strin
 		v.add("stock_left 0", srv.StockLeft == 0, "stock_left %d", srv.StockLeft)
 	}
 
-	replays, replayed, bad := 0, 0, 0
+	replays, replayed, refused, bad := 0, 0, 0, 0
 	for n, s := range specs {
 		if s.kind != Retry || first[s.user].Status != 201 {
 			continue
@@ -148,12 +148,14 @@ func judge(specs []spec, results []Result, userID func(int32) string, item strin
 		case r.Status == 201 && r.Replayed && r.BodyHash == f.BodyHash:
 			replayed++
 		case r.Status == 409: // request_in_progress: the first was still running
+		case r.Status == 429 || r.Status == 503 || r.Status == 0:
+			refused++ // refused before the engine looked (or lost): the client retries
 		default:
 			bad++
 		}
 	}
 	v.add("replays answered identically", bad == 0,
-		"%d retries of winning requests: %d identical replays, %d other answers", replays, replayed, bad)
+		"%d retries of winning requests: %d identical replays, %d refused or lost, %d other answers", replays, replayed, refused, bad)
 	for _, c := range v.Checks {
 		v.Pass = v.Pass && c.Pass
 	}

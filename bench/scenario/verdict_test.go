@@ -90,6 +90,10 @@ func TestVerdict(t *testing.T) {
 		srv.StockLeft = 1
 		return s, r
 	}, "exactly the stock sold,stock_left 0")
+	f("a replay refused by a rate limit", func(s []spec, r []Result, srv *ServerState) ([]spec, []Result) {
+		r[len(r)-1] = Result{Status: 429}
+		return s, r
+	}, "")
 	f("answers lost in transit", func(s []spec, r []Result, srv *ServerState) ([]spec, []Result) {
 		r[15] = Result{} // a loser's answer never came: still consistent
 		return s, r
