@@ -59,13 +59,19 @@ var client = &http.Client{Timeout: 10 * time.Second}
 
 func call(t *testing.T, method, url, body string, headers ...string) (int, http.Header, []byte) {
 	t.Helper()
+	return callWith(t, client, method, url, body, headers...)
+}
+
+// callWith sends a JSON request with c; headers are "Name: value".
+func callWith(t *testing.T, c *http.Client, method, url, body string, headers ...string) (int, http.Header, []byte) {
+	t.Helper()
 	req, _ := http.NewRequest(method, url, strings.NewReader(body))
 	req.Header.Set("Content-Type", "application/json")
 	for _, h := range headers {
 		k, v, _ := strings.Cut(h, ": ")
 		req.Header.Set(k, v)
 	}
-	resp, err := client.Do(req)
+	resp, err := c.Do(req)
 	if err != nil {
 		t.Fatalf("%s %s: %v", method, url, err)
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -70,21 +69,14 @@ func TestBehindNginx(t *testing.T) {
 	waitFor(t, base+"/healthz")
 
 	a, b := clientFrom("127.0.0.2"), clientFrom("127.0.0.3")
-	do := func(c *http.Client, method, path, body string, headers ...string) (*http.Response, string) {
+	type answer struct {
+		StatusCode int
+		Header     http.Header
+	}
+	do := func(c *http.Client, method, path, body string, headers ...string) (answer, string) {
 		t.Helper()
-		req, _ := http.NewRequest(method, base+path, strings.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		for _, h := range headers {
-			k, v, _ := strings.Cut(h, ": ")
-			req.Header.Set(k, v)
-		}
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatalf("%s %s: %v", method, path, err)
-		}
-		defer resp.Body.Close()
-		out, _ := io.ReadAll(resp.Body)
-		return resp, string(out)
+		code, h, out := callWith(t, c, method, base+path, body, headers...)
+		return answer{code, h}, string(out)
 	}
 
 	// Request ids: the client's comes back; without one, Nginx makes one.
