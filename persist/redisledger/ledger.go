@@ -1,0 +1,204 @@
+// Package redisledger is the cluster mode's stock ledger in Redis: the pool
+// of an item's units, the leases that move units into each node's
+// in-memory shards in batches, and the claims that confirm each winner
+// across all nodes (per-user count and request id). Every multi-key update
+// is a Lua script run through rueidis (EVALSHA, falling back to EVAL), and
+// the keys of one item share a hash tag, so the scripts run on Redis
+// Cluster too. See scripts.go for the data model and its invariant.
+//
+// Status: the ledger and its scripts, tested against the real Redis. The
+// engine does not lease from it yet (issue 5 continues: refilling shards
+// from leases, node identity, the catalogue, reconciliation, the auditor).
+package redisledger
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+)
+
+// Options configures a Ledger.
+type Options struct {
+	// Prefix namespaces the keys; default "fs".
+	Prefix string
+	// IdempotencyWindow is how long a claimed request id is remembered;
+	// default 10 minutes.
+	IdempotencyWindow time.Duration
+}
+
+// Ledger is one node's view of the shared ledger.
+type Ledger struct {
+	c      rueidis.Client
+	node   string
+	prefix string
+	window time.Duration
+}
+
+// Errors of the ledger.
+var (
+	ErrStockBelowClaimed = errors.New("redisledger: stock below the units leased or claimed")
+	ErrOverLimit         = errors.New("redisledger: user over the per-user limit across nodes")
+	ErrNotLeased         = errors.New("redisledger: node claims units it does not hold (BUG)")
+)
+
+// New returns node's ledger over the client c.
+func New(c rueidis.Client, node int, o Options) *Ledger {
+	if o.Prefix == "" {
+		o.Prefix = "fs"
+	}
+	if o.IdempotencyWindow <= 0 {
+		o.IdempotencyWindow = 10 * time.Minute
+	}
+	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow}
+}
+
+// keys of an item; they share the hash tag {prefix:item}.
+type keys struct{ stock, leases, users, tag string }
+
+func (l *Ledger) keys(item string) keys {
+	tag := "{" + l.prefix + ":" + item + "}"
+	return keys{stock: tag + ":stock", leases: tag + ":leases", users: tag + ":users", tag: tag}
+}
+
+// reqKey is the key of a (user, request id); the user's length comes
+// first so that ids with separators in them cannot collide.
+func (k keys) reqKey(user, requestID string) string {
+	return k.tag + ":req:" + strconv.Itoa(len(user)) + ":" + user + ":" + requestID
+}
+
+// PutItem sets an item's total stock (creating it). Lowering it below what
+// is leased or claimed fails with ErrStockBelowClaimed.
+func (l *Ledger) PutItem(ctx context.Context, item string, total int64) (remaining int64, err error) {
+	k := l.keys(item)
+	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10)}).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
+	}
+	if n < 0 {
+		return 0, ErrStockBelowClaimed
+	}
+	return n, nil
+}
+
+// Lease moves up to want units of item from the pool to this node. It
+// returns the units granted and what the pool has left.
+func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error) {
+	k := l.keys(item)
+	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10)}).AsIntSlice()
+	if err != nil || len(vals) != 2 {
+		return 0, 0, fmt.Errorf("redisledger: cannot lease %q: %v", item, errOr(err, "bad reply"))
+	}
+	return vals[0], vals[1], nil
+}
+
+// GiveBack returns up to n of this node's leased units of item to the pool.
+func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) (int64, error) {
+	k := l.keys(item)
+	got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10)}).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
+	}
+	return got, nil
+}
+
+// Claim is a winner's purchase as the ledger sees it.
+type Claim struct {
+	Item, User, RequestID string
+	Quantity, Limit       int64
+	OrderID               uint64
+}
+
+// Claim confirms a winner across all nodes: q of this node's leased units
+// become the user's, within the per-user limit, and the request id is
+// recorded. When the request id was already claimed (on any node) it
+// returns replay=true and the first order's id instead.
+func (l *Ledger) Claim(ctx context.Context, c Claim) (replay bool, firstOrder uint64, err error) {
+	k := l.keys(c.Item)
+	req, has := k.users, "0"
+	if c.RequestID != "" {
+		req, has = k.reqKey(c.User, c.RequestID), "1"
+	}
+	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, c.User,
+		strconv.FormatInt(c.Quantity, 10), strconv.FormatInt(c.Limit, 10), strconv.FormatUint(c.OrderID, 10),
+		strconv.Itoa(int(l.window.Seconds())), has}).ToArray()
+	if err != nil || len(vals) != 2 {
+		return false, 0, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
+	}
+	status, _ := vals[0].AsInt64()
+	detail, _ := vals[1].ToString()
+	switch status {
+	case 1:
+		return false, 0, nil
+	case 2:
+		id, err := strconv.ParseUint(detail, 10, 64)
+		return true, id, err
+	}
+	if detail == "limit" {
+		return false, 0, ErrOverLimit
+	}
+	return false, 0, ErrNotLeased
+}
+
+// Unclaim undoes a claim whose purchase failed later.
+func (l *Ledger) Unclaim(ctx context.Context, c Claim) error {
+	k := l.keys(c.Item)
+	req, has := k.users, "0"
+	if c.RequestID != "" {
+		req, has = k.reqKey(c.User, c.RequestID), "1"
+	}
+	_, err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, c.User,
+		strconv.FormatInt(c.Quantity, 10), strconv.FormatUint(c.OrderID, 10), has}).AsInt64()
+	if err != nil {
+		return fmt.Errorf("redisledger: cannot unclaim: %w", err)
+	}
+	return nil
+}
+
+// Audit is an item's ledger at one instant (read in one MULTI).
+type Audit struct {
+	Total, Remaining, Claimed int64
+	Leases                    map[string]int64 // by node
+}
+
+// Leased is the sum of the leases.
+func (a Audit) Leased() int64 {
+	var n int64
+	for _, v := range a.Leases {
+		n += v
+	}
+	return n
+}
+
+// Balanced reports whether total = remaining + leased + claimed.
+func (a Audit) Balanced() bool { return a.Total == a.Remaining+a.Leased()+a.Claimed }
+
+// Audit reads an item's ledger atomically.
+func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
+	k := l.keys(item)
+	res := l.c.DoMulti(ctx,
+		l.c.B().Multi().Build(),
+		l.c.B().Hgetall().Key(k.stock).Build(),
+		l.c.B().Hgetall().Key(k.leases).Build(),
+		l.c.B().Exec().Build())
+	exec, err := res[3].ToArray()
+	if err != nil || len(exec) != 2 {
+		return Audit{}, fmt.Errorf("redisledger: cannot audit %q: %v", item, errOr(err, "bad reply"))
+	}
+	stock, err1 := exec[0].AsIntMap()
+	leases, err2 := exec[1].AsIntMap()
+	if err := errors.Join(err1, err2); err != nil {
+		return Audit{}, fmt.Errorf("redisledger: cannot audit %q: %w", item, err)
+	}
+	return Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Leases: leases}, nil
+}
+
+func errOr(err error, msg string) error {
+	if err != nil {
+		return err
+	}
+	return errors.New(msg)
+}
