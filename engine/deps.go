@@ -11,11 +11,29 @@ import (
 // Ledger confirms a winner's claim beyond this process: in cluster mode, the
 // per-user count and the request id across all nodes (a Redis Lua claim). It
 // is called only for winners, after the in-memory reservations succeeded.
-// Stock leases (cluster mode refilling the shards) will join it.
 type Ledger interface {
-	Claim(ctx context.Context, o *Order) error
+	// Claim records o within the per-user limit. It returns ErrLimitExceeded
+	// when the user is over the limit across nodes, and, when o's request
+	// id already won (on any node), that first order, claiming nothing.
+	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
 	// Unclaim undoes a claim whose purchase failed later.
 	Unclaim(ctx context.Context, o *Order) error
+}
+
+// StockSource is where a node's units come from in cluster mode: a pool
+// shared by all nodes, which leases units into this node's shards in
+// batches. Without one (standalone), an item's whole stock is local.
+type StockSource interface {
+	// PutItem sets the pool's total for an item; ErrStockBelowSold when
+	// lowering it below what is leased or claimed.
+	PutItem(ctx context.Context, item string, total int64) error
+	// Lease takes up to want units from the pool for this node and says
+	// what the pool has left.
+	Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error)
+	// GiveBack returns n leased units to the pool.
+	GiveBack(ctx context.Context, item string, n int64) error
+	// Remaining is what the pool has left.
+	Remaining(ctx context.Context, item string) (int64, error)
 }
 
 // OrderSink makes accepted orders durable: the embedded store's group
@@ -37,8 +55,8 @@ type Catalog interface {
 // truth, so there is nothing to confirm.
 type LocalLedger struct{}
 
-func (LocalLedger) Claim(context.Context, *Order) error   { return nil }
-func (LocalLedger) Unclaim(context.Context, *Order) error { return nil }
+func (LocalLedger) Claim(context.Context, *Order, int64) (*Order, error) { return nil, nil }
+func (LocalLedger) Unclaim(context.Context, *Order) error                { return nil }
 
 // OrderStatus says how far an order has travelled.
 type OrderStatus uint8

@@ -357,8 +357,20 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		RequestID:  strings.Clone(req.RequestID),
 		CreatedAt:  now,
 	}
-	if err := e.ledger.Claim(ctx, o); err != nil {
+	first, err := e.ledger.Claim(ctx, o, cfg.PerUserLimit)
+	switch {
+	case errors.Is(err, ErrLimitExceeded): // over the limit on another node
+		return nil, false, errors.Join(ErrLimitExceeded, r.undo(ctx))
+	case err != nil:
 		return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
+	case first != nil: // the request id won on another node: its answer
+		keyHeld := r.keyHeld
+		r.keyHeld = false
+		r.undo(ctx)
+		if keyHeld {
+			e.idem.complete(r.key.bytes(), first, now)
+		}
+		return first, true, nil
 	}
 	r.claimed = o
 	if err := e.sink.Append(ctx, o); err != nil {

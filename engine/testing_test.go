@@ -60,14 +60,14 @@ type countingLedger struct {
 	failClaim error
 }
 
-func (l *countingLedger) Claim(context.Context, *Order) error {
+func (l *countingLedger) Claim(context.Context, *Order, int64) (*Order, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if l.failClaim != nil {
-		return l.failClaim
+		return nil, l.failClaim
 	}
 	l.claims++
-	return nil
+	return nil, nil
 }
 
 func (l *countingLedger) Unclaim(context.Context, *Order) error {
