@@ -37,6 +37,12 @@ type Options struct {
 	Ledger            Ledger    // default LocalLedger
 	Sink              OrderSink // required
 	Catalog           Catalog   // required
+	// Stock is the pool units are leased from (cluster mode); nil keeps
+	// every item's whole stock in this process (standalone).
+	Stock StockSource
+	// MaxLease caps the units one lease takes; default 64. Leases shrink
+	// near the end of the stock so that no node sits on the last units.
+	MaxLease int64
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -46,11 +52,13 @@ const DefaultIdempotencyWindow = 10 * time.Minute
 
 // Engine is the in-memory stock engine. It is safe for concurrent use.
 type Engine struct {
-	shards  int
-	ledger  Ledger
-	sink    OrderSink
-	catalog Catalog
-	now     func() time.Time
+	shards   int
+	ledger   Ledger
+	sink     OrderSink
+	catalog  Catalog
+	source   StockSource // nil in standalone mode
+	maxLease int64
+	now      func() time.Time
 
 	items   atomic.Pointer[itemSet]
 	adminMu sync.Mutex // serialises item changes; never taken by purchases
@@ -88,19 +96,24 @@ func New(opts Options) (*Engine, error) {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
+	if opts.MaxLease <= 0 {
+		opts.MaxLease = 64
+	}
 	ids, err := newIDGen(opts.NodeID)
 	if err != nil {
 		return nil, err
 	}
 	e := &Engine{
-		shards:  opts.Shards,
-		ledger:  opts.Ledger,
-		sink:    opts.Sink,
-		catalog: opts.Catalog,
-		now:     opts.Now,
-		ids:     ids,
-		stop:    make(chan struct{}),
-		done:    make(chan struct{}),
+		shards:   opts.Shards,
+		ledger:   opts.Ledger,
+		sink:     opts.Sink,
+		catalog:  opts.Catalog,
+		source:   opts.Stock,
+		maxLease: opts.MaxLease,
+		now:      opts.Now,
+		ids:      ids,
+		stop:     make(chan struct{}),
+		done:     make(chan struct{}),
 	}
 	e.idem.window = opts.IdempotencyWindow
 	e.items.Store(&itemSet{byID: map[string]*item{}})
@@ -114,17 +127,22 @@ func (e *Engine) Close() {
 	<-e.done
 }
 
-// janitor drops expired idempotency entries that no insert has popped.
+// janitor drops expired idempotency entries that no insert has popped,
+// and, in cluster mode, looks again at pools it saw empty: units another
+// node gave back must not stay unsold.
 func (e *Engine) janitor() {
 	defer close(e.done)
-	t := time.NewTicker(5 * time.Second)
+	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	for {
+	for tick := 1; ; tick++ {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
-			e.idem.sweep(e.now())
+			if tick%5 == 0 {
+				e.idem.sweep(e.now())
+			}
+			e.refreshEmptyPools()
 		}
 	}
 }
@@ -168,6 +186,9 @@ func (e *Engine) PutItem(ctx context.Context, in Item) (v ItemView, created bool
 	defer e.adminMu.Unlock()
 
 	it := e.lookup(in.ID)
+	if e.source != nil {
+		return e.putPooledItem(ctx, it, in)
+	}
 	if it == nil {
 		if err := e.catalog.SaveItem(ctx, in); err != nil {
 			return ItemView{}, false, unavailable("cannot save item", err)
@@ -220,6 +241,9 @@ func (e *Engine) addItem(cfg Item) *item {
 	cfg.ID = strings.Clone(cfg.ID)
 	it := &item{id: cfg.ID, stock: newStock(e.shards)}
 	it.cfg.Store(&cfg)
+	if e.source != nil {
+		it.pool.Store(-1) // unknown until the first lease
+	}
 	old := e.items.Load()
 	set := &itemSet{byID: make(map[string]*item, len(old.byID)+1), sorted: make([]*item, 0, len(old.sorted)+1)}
 	for k, v := range old.byID {
@@ -250,7 +274,9 @@ func (e *Engine) Restore(s Snapshot) error {
 		}
 		it := e.addItem(r.Item)
 		it.sold.Store(r.Sold)
-		it.stock.spread(r.Item.Stock - r.Sold)
+		if e.source == nil { // in cluster mode units come from leases
+			it.stock.spread(r.Item.Stock - r.Sold)
+		}
 	}
 	set := e.items.Load()
 	for _, h := range s.Holdings {
@@ -320,7 +346,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	if err := cfg.checkWindow(now); err != nil {
 		return nil, false, err
 	}
-	if it.stock.left() < q {
+	if it.stock.left() < q && !e.mayLease(it) {
 		return nil, false, ErrSoldOut
 	}
 	if it.users.held(req.UserID)+q > cfg.PerUserLimit {
@@ -340,7 +366,10 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	r.user = strings.Clone(req.UserID)
 	r.userHeld = true
-	if !it.stock.take(q) {
+	if ok, err := e.takeStock(ctx, it, q); !ok {
+		if err != nil {
+			return nil, false, errors.Join(unavailable("cannot lease stock", err), r.undo(ctx))
+		}
 		r.undo(ctx)
 		return nil, false, ErrSoldOut
 	}

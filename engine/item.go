@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -84,6 +85,11 @@ type item struct {
 	pending atomic.Int64
 	sold    atomic.Int64
 	users   userLedger
+
+	// Cluster mode: what the shared pool had left at the last lease (-1:
+	// unknown), and one lease at a time.
+	pool     atomic.Int64
+	refillMu sync.Mutex
 }
 
 // checkWindow refuses a purchase outside the sale window.
@@ -99,7 +105,7 @@ func (it *Item) checkWindow(now time.Time) error {
 
 func (it *item) view(now time.Time) ItemView {
 	cfg := it.cfg.Load()
-	v := ItemView{Item: *cfg, StockLeft: it.stock.left(), Pending: it.pending.Load(), Sold: it.sold.Load()}
+	v := ItemView{Item: *cfg, StockLeft: it.stock.left() + max(it.pool.Load(), 0), Pending: it.pending.Load(), Sold: it.sold.Load()}
 	switch err := cfg.checkWindow(now); {
 	case err == ErrSaleEnded:
 		v.State = Ended

@@ -1,0 +1,122 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Cluster mode: an item's shards hold the units this node leased from the
+// shared pool (StockSource). A purchase that finds them short leases more,
+// one lease per item at a time; a pool seen empty answers losers from
+// memory until the janitor sees units come back.
+
+// mayLease reports whether a short purchase may still get units by leasing.
+func (e *Engine) mayLease(it *item) bool {
+	return e.source != nil && it.pool.Load() != 0
+}
+
+// takeStock reserves q units, leasing when the shards are short.
+func (e *Engine) takeStock(ctx context.Context, it *item, q int64) (bool, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		if it.stock.take(q) {
+			return true, nil
+		}
+		ok, err := e.refill(ctx, it, q)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return false, nil // others took each refill first: sold out for now
+}
+
+// refill leases units until q are local, or the pool is empty.
+func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
+	if !e.mayLease(it) {
+		return false, nil
+	}
+	it.refillMu.Lock()
+	defer it.refillMu.Unlock()
+	if it.stock.left() >= q {
+		return true, nil // a lease that ran meanwhile brought units
+	}
+	pool := it.pool.Load()
+	if pool == 0 {
+		return false, nil
+	}
+	want := e.maxLease
+	if pool > 0 {
+		want = min(pool/8, e.maxLease) // large while plentiful, small near the end
+	}
+	granted, remaining, err := e.source.Lease(ctx, it.id, max(want, q))
+	if err != nil {
+		return false, err
+	}
+	it.pool.Store(remaining)
+	if granted > 0 {
+		it.stock.spread(granted)
+	}
+	return it.stock.left() >= q, nil
+}
+
+// putPooledItem creates or updates an item whose units live in the pool.
+// The caller holds adminMu.
+func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView, bool, error) {
+	if err := e.source.PutItem(ctx, in.ID, in.Stock); err != nil {
+		if errors.Is(err, ErrStockBelowSold) {
+			return ItemView{}, false, ErrStockBelowSold
+		}
+		return ItemView{}, false, unavailable("cannot set the item's stock in the pool", err)
+	}
+	if err := e.catalog.SaveItem(ctx, in); err != nil {
+		return ItemView{}, false, unavailable("cannot save item", err)
+	}
+	created := it == nil
+	if created {
+		it = e.addItem(in)
+	} else {
+		in.Ended = it.cfg.Load().Ended
+		it.cfg.Store(&in)
+	}
+	it.pool.Store(-1) // the next short purchase asks the pool
+	return it.view(e.now()), created, nil
+}
+
+// refreshEmptyPools asks the pool again about items it saw empty.
+func (e *Engine) refreshEmptyPools() {
+	if e.source == nil {
+		return
+	}
+	for _, it := range e.items.Load().sorted {
+		if it.pool.Load() != 0 {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if n, err := e.source.Remaining(ctx, it.id); err == nil && n > 0 {
+			it.pool.CompareAndSwap(0, n)
+		}
+		cancel()
+	}
+}
+
+// GiveBackAll returns every unit this node holds to the pool, for a
+// graceful stop in cluster mode (a no-op standalone). Purchases should have
+// stopped.
+func (e *Engine) GiveBackAll(ctx context.Context) error {
+	if e.source == nil {
+		return nil
+	}
+	var errs []error
+	for _, it := range e.items.Load().sorted {
+		n := it.stock.left()
+		if n == 0 || !it.stock.take(n) {
+			continue
+		}
+		if err := e.source.GiveBack(ctx, it.id, n); err != nil {
+			it.stock.put(n)
+			errs = append(errs, fmt.Errorf("engine: cannot give back %d units of %q: %w", n, it.id, err))
+		}
+	}
+	return errors.Join(errs...)
+}
