@@ -6,9 +6,7 @@
 // the keys of one item share a hash tag, so the scripts run on Redis
 // Cluster too. See scripts.go for the data model and its invariant.
 //
-// Status: the ledger and its scripts, tested against the real Redis. The
-// engine does not lease from it yet (issue 5 continues: refilling shards
-// from leases, node identity, the catalogue, reconciliation, the auditor).
+// It is both the engine's Ledger (claims) and its StockSource (leases).
 package redisledger
 
 import (
@@ -16,9 +14,17 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+var (
+	_ engine.Ledger      = (*Ledger)(nil)
+	_ engine.StockSource = (*Ledger)(nil)
 )
 
 // Options configures a Ledger.
@@ -40,9 +46,7 @@ type Ledger struct {
 
 // Errors of the ledger.
 var (
-	ErrStockBelowClaimed = errors.New("redisledger: stock below the units leased or claimed")
-	ErrOverLimit         = errors.New("redisledger: user over the per-user limit across nodes")
-	ErrNotLeased         = errors.New("redisledger: node claims units it does not hold (BUG)")
+	ErrNotLeased = errors.New("redisledger: node claims units it does not hold (BUG)")
 )
 
 // New returns node's ledger over the client c.
@@ -71,17 +75,26 @@ func (k keys) reqKey(user, requestID string) string {
 }
 
 // PutItem sets an item's total stock (creating it). Lowering it below what
-// is leased or claimed fails with ErrStockBelowClaimed.
-func (l *Ledger) PutItem(ctx context.Context, item string, total int64) (remaining int64, err error) {
+// is leased or claimed fails with engine.ErrStockBelowSold.
+func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
 	k := l.keys(item)
 	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10)}).AsInt64()
 	if err != nil {
-		return 0, fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
+		return fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
 	}
 	if n < 0 {
-		return 0, ErrStockBelowClaimed
+		return engine.ErrStockBelowSold
 	}
-	return n, nil
+	return nil
+}
+
+// Remaining is what the pool of item has left.
+func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
+	n, err := l.c.Do(ctx, l.c.B().Hget().Key(l.keys(item).stock).Field("remaining").Build()).AsInt64()
+	if rueidis.IsRedisNil(err) {
+		return 0, nil
+	}
+	return n, err
 }
 
 // Lease moves up to want units of item from the pool to this node. It
@@ -96,66 +109,79 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 }
 
 // GiveBack returns up to n of this node's leased units of item to the pool.
-func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) (int64, error) {
+func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 	k := l.keys(item)
-	got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10)}).AsInt64()
-	if err != nil {
-		return 0, fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
+	if err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10)}).Error(); err != nil {
+		return fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
 	}
-	return got, nil
+	return nil
 }
 
-// Claim is a winner's purchase as the ledger sees it.
-type Claim struct {
-	Item, User, RequestID string
-	Quantity, Limit       int64
-	OrderID               uint64
-}
-
-// Claim confirms a winner across all nodes: q of this node's leased units
-// become the user's, within the per-user limit, and the request id is
-// recorded. When the request id was already claimed (on any node) it
-// returns replay=true and the first order's id instead.
-func (l *Ledger) Claim(ctx context.Context, c Claim) (replay bool, firstOrder uint64, err error) {
-	k := l.keys(c.Item)
+// Claim confirms a winner across all nodes (engine.Ledger): a unit of
+// this node's lease becomes the user's, within the per-user limit, and the
+// request id is recorded with the order, so that a replay on any node gets
+// the first order back. Over the limit: engine.ErrLimitExceeded.
+func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engine.Order, error) {
+	k := l.keys(o.ItemID)
 	req, has := k.users, "0"
-	if c.RequestID != "" {
-		req, has = k.reqKey(c.User, c.RequestID), "1"
+	if o.RequestID != "" {
+		req, has = k.reqKey(o.UserID, o.RequestID), "1"
 	}
-	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, c.User,
-		strconv.FormatInt(c.Quantity, 10), strconv.FormatInt(c.Limit, 10), strconv.FormatUint(c.OrderID, 10),
+	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
+		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
 		strconv.Itoa(int(l.window.Seconds())), has}).ToArray()
 	if err != nil || len(vals) != 2 {
-		return false, 0, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
+		return nil, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
 	}
 	status, _ := vals[0].AsInt64()
 	detail, _ := vals[1].ToString()
-	switch status {
-	case 1:
-		return false, 0, nil
-	case 2:
-		id, err := strconv.ParseUint(detail, 10, 64)
-		return true, id, err
+	switch {
+	case status == 1:
+		return nil, nil
+	case status == 2:
+		return decodeOrder(detail, o)
+	case detail == "limit":
+		return nil, engine.ErrLimitExceeded
 	}
-	if detail == "limit" {
-		return false, 0, ErrOverLimit
-	}
-	return false, 0, ErrNotLeased
+	return nil, ErrNotLeased
 }
 
-// Unclaim undoes a claim whose purchase failed later.
-func (l *Ledger) Unclaim(ctx context.Context, c Claim) error {
-	k := l.keys(c.Item)
+// Unclaim undoes a claim whose purchase failed later (engine.Ledger).
+func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
+	k := l.keys(o.ItemID)
 	req, has := k.users, "0"
-	if c.RequestID != "" {
-		req, has = k.reqKey(c.User, c.RequestID), "1"
+	if o.RequestID != "" {
+		req, has = k.reqKey(o.UserID, o.RequestID), "1"
 	}
-	_, err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, c.User,
-		strconv.FormatInt(c.Quantity, 10), strconv.FormatUint(c.OrderID, 10), has}).AsInt64()
+	err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
+		strconv.FormatInt(o.Quantity, 10), encodeOrder(o), has}).Error()
 	if err != nil {
 		return fmt.Errorf("redisledger: cannot unclaim: %w", err)
 	}
 	return nil
+}
+
+// encodeOrder is the first answer kept under a request id: what the
+// request does not already say (item, user and request id are in the key).
+func encodeOrder(o *engine.Order) string {
+	return strconv.FormatUint(o.ID, 10) + "|" + strconv.FormatInt(o.CreatedAt.UnixMilli(), 10) + "|" +
+		strconv.FormatInt(o.Quantity, 10) + "|" + strconv.FormatInt(o.PriceCents, 10)
+}
+
+func decodeOrder(s string, req *engine.Order) (*engine.Order, error) {
+	parts := strings.Split(s, "|")
+	if len(parts) != 4 {
+		return nil, fmt.Errorf("redisledger: bad stored order %q", s)
+	}
+	id, err1 := strconv.ParseUint(parts[0], 10, 64)
+	ms, err2 := strconv.ParseInt(parts[1], 10, 64)
+	q, err3 := strconv.ParseInt(parts[2], 10, 64)
+	price, err4 := strconv.ParseInt(parts[3], 10, 64)
+	if err := errors.Join(err1, err2, err3, err4); err != nil {
+		return nil, fmt.Errorf("redisledger: bad stored order %q: %w", s, err)
+	}
+	return &engine.Order{ID: id, ItemID: req.ItemID, UserID: req.UserID, RequestID: req.RequestID,
+		Quantity: q, PriceCents: price, CreatedAt: time.UnixMilli(ms).UTC(), Status: engine.Accepted}, nil
 }
 
 // Audit is an item's ledger at one instant (read in one MULTI).

@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"os"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flashsale/flashsale/engine"
 )
 
 // client connects to the real Redis (FLASHSALE_TEST_REDIS, default
@@ -49,13 +52,18 @@ func prefix(t testing.TB, c rueidis.Client) string {
 	return p
 }
 
+func order(id uint64, user, req string) *engine.Order {
+	return &engine.Order{ID: id, ItemID: "it", UserID: user, RequestID: req, Quantity: 1, PriceCents: 100,
+		CreatedAt: time.UnixMilli(1_800_000_000_000).UTC()}
+}
+
 func TestLedgerScripts(t *testing.T) {
 	c := client(t)
 	p := prefix(t, c)
 	ctx := context.Background()
 	n1, n2 := New(c, 1, Options{Prefix: p}), New(c, 2, Options{Prefix: p})
-	if rem, err := n1.PutItem(ctx, "it", 10); err != nil || rem != 10 {
-		t.Fatalf("put: %d %v", rem, err)
+	if err := n1.PutItem(ctx, "it", 10); err != nil {
+		t.Fatal(err)
 	}
 	if g, rem, err := n1.Lease(ctx, "it", 4); err != nil || g != 4 || rem != 6 {
 		t.Fatalf("lease 1: %d %d %v", g, rem, err)
@@ -66,21 +74,21 @@ func TestLedgerScripts(t *testing.T) {
 	if g, _, _ := n2.Lease(ctx, "it", 1); g != 0 {
 		t.Fatal("leased from an empty pool")
 	}
-	first := Claim{Item: "it", User: "u", RequestID: "r1", Quantity: 1, Limit: 1, OrderID: 111}
-	if replay, _, err := n1.Claim(ctx, first); err != nil || replay {
-		t.Fatalf("claim: %v %v", replay, err)
+	first := order(111, "u", "r1")
+	if o, err := n1.Claim(ctx, first, 1); err != nil || o != nil {
+		t.Fatalf("claim: %v %v", o, err)
 	}
-	// The same request on another node: its first answer.
-	if replay, id, err := n2.Claim(ctx, Claim{Item: "it", User: "u", RequestID: "r1", Quantity: 1, Limit: 1, OrderID: 222}); err != nil || !replay || id != 111 {
-		t.Fatalf("replay on node 2: %v %d %v", replay, id, err)
+	// The same request on another node: the first order, field for field.
+	o, err := n2.Claim(ctx, order(222, "u", "r1"), 1)
+	if err != nil || o == nil || *o != *first {
+		t.Fatalf("replay on node 2: %+v %v, want %+v", o, err, first)
 	}
 	// Another request of the same user on another node: over the limit.
-	if _, _, err := n2.Claim(ctx, Claim{Item: "it", User: "u", RequestID: "r2", Quantity: 1, Limit: 1, OrderID: 333}); !errors.Is(err, ErrOverLimit) {
+	if _, err := n2.Claim(ctx, order(333, "u", "r2"), 1); !errors.Is(err, engine.ErrLimitExceeded) {
 		t.Fatalf("second claim across nodes: %v", err)
 	}
 	// A node cannot claim units it was not leased.
-	n3 := New(c, 3, Options{Prefix: p})
-	if _, _, err := n3.Claim(ctx, Claim{Item: "it", User: "v", Quantity: 1, Limit: 1, OrderID: 444}); !errors.Is(err, ErrNotLeased) {
+	if _, err := New(c, 3, Options{Prefix: p}).Claim(ctx, order(444, "v", ""), 1); !errors.Is(err, ErrNotLeased) {
 		t.Fatalf("claim without a lease: %v", err)
 	}
 	a, _ := n1.Audit(ctx, "it")
@@ -91,150 +99,178 @@ func TestLedgerScripts(t *testing.T) {
 	if err := n1.Unclaim(ctx, first); err != nil {
 		t.Fatal(err)
 	}
-	if replay, _, err := n1.Claim(ctx, first); err != nil || replay {
-		t.Fatalf("claim after unclaim: %v %v", replay, err)
+	if o, err := n1.Claim(ctx, first, 1); err != nil || o != nil {
+		t.Fatalf("claim after unclaim: %v %v", o, err)
 	}
 	n1.Unclaim(ctx, first)
 	// Give back, restock, and refuse a total below what is out.
-	if got, err := n2.GiveBack(ctx, "it", 100); err != nil || got != 6 {
-		t.Fatalf("give back: %d %v", got, err)
+	if err := n2.GiveBack(ctx, "it", 100); err != nil {
+		t.Fatal(err)
 	}
-	if rem, err := n1.PutItem(ctx, "it", 5); err != nil || rem != 1 {
-		t.Fatalf("lower to 5: %d %v", rem, err)
+	if rem, _ := n1.Remaining(ctx, "it"); rem != 6 {
+		t.Fatalf("remaining after give-back: %d", rem)
 	}
-	if _, err := n1.PutItem(ctx, "it", 3); !errors.Is(err, ErrStockBelowClaimed) {
+	if err := n1.PutItem(ctx, "it", 5); err != nil {
+		t.Fatalf("lower to 5: %v", err)
+	}
+	if err := n1.PutItem(ctx, "it", 3); !errors.Is(err, engine.ErrStockBelowSold) {
 		t.Fatalf("lower below the leases: %v", err)
 	}
 	if a, _ := n1.Audit(ctx, "it"); !a.Balanced() || a.Total != 5 {
 		t.Fatalf("audit at the end: %+v", a)
 	}
-}
-
-// node is a test stand-in for an engine: units leased in batches, sold to
-// users one claim at a time, leftovers given back.
-type node struct {
-	l     *Ledger
-	mu    sync.Mutex
-	local int64
-}
-
-func (n *node) buy(ctx context.Context, item, user string, id uint64) (bool, error) {
-	n.mu.Lock()
-	if n.local == 0 {
-		g, _, err := n.l.Lease(ctx, item, 20)
-		if err != nil {
-			n.mu.Unlock()
-			return false, err
-		}
-		n.local += g
+	if rem, err := n1.Remaining(ctx, "nothing"); err != nil || rem != 0 {
+		t.Fatalf("remaining of an unknown item: %d %v", rem, err)
 	}
-	if n.local == 0 {
-		n.mu.Unlock()
-		return false, nil // sold out everywhere this node can see
-	}
-	n.local--
-	n.mu.Unlock()
-	replay, _, err := n.l.Claim(ctx, Claim{Item: item, User: user, RequestID: "r", Quantity: 1, Limit: 1, OrderID: id})
-	if err != nil || replay {
-		n.mu.Lock()
-		n.local++ // no unit was claimed: it stays with the node
-		n.mu.Unlock()
-		if errors.Is(err, ErrOverLimit) {
-			err = nil
-		}
-		return false, err // a replay is the first answer again, not a new win
-	}
-	return true, nil
 }
 
-func (n *node) giveBack(ctx context.Context, item string) {
-	n.mu.Lock()
-	defer n.mu.Unlock()
-	got, _ := n.l.GiveBack(ctx, item, n.local)
-	n.local -= got
+type memCatalog struct{}
+
+func (memCatalog) SaveItem(context.Context, engine.Item) error { return nil }
+
+type memSink struct {
+	mu     sync.Mutex
+	orders []*engine.Order
 }
 
-// Three nodes race 2,000 users (some trying twice, on other nodes) for 500
-// units: never more than 500 claimed, nobody over 1, and once the
-// stragglers give their leases back and the last users buy, exactly 500.
-func TestThreeNodesNeverOversell(t *testing.T) {
+func (s *memSink) Append(_ context.Context, o *engine.Order) error {
+	s.mu.Lock()
+	s.orders = append(s.orders, o)
+	s.mu.Unlock()
+	return nil
+}
+
+// Three engines share one Redis and race 20,000 users (a fifth of them on
+// two nodes at once) for 1,000 units with per-user limit 1: never more than
+// 1,000 sold, nobody over the limit across nodes, the pool in balance even
+// mid-race; the stragglers give their leases back and late buyers sell the
+// rest: exactly 1,000.
+func TestThreeEnginesOnRedis(t *testing.T) {
 	c := client(t)
 	p := prefix(t, c)
 	ctx := context.Background()
-	const stock, users = 500, 2000
-	nodes := []*node{{l: New(c, 1, Options{Prefix: p})}, {l: New(c, 2, Options{Prefix: p})}, {l: New(c, 3, Options{Prefix: p})}}
-	nodes[0].l.PutItem(ctx, "it", stock)
-	queue := make(chan int, users*2)
-	for u := 0; u < users; u++ {
-		queue <- u
-		if u%5 == 0 {
-			queue <- u // tries again, probably on another node
+	const stock, users = 1000, 20000
+	var engines []*engine.Engine
+	var sinks []*memSink
+	var ledgers []*Ledger
+	for i := 1; i <= 3; i++ {
+		l := New(c, i, Options{Prefix: p})
+		sink := &memSink{}
+		e, err := engine.New(engine.Options{NodeID: i, Sink: sink, Catalog: memCatalog{}, Ledger: l, Stock: l})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer e.Close()
+		if _, _, err := e.PutItem(ctx, engine.Item{ID: "it", Name: "x", Stock: stock, PerUserLimit: 1}); err != nil {
+			t.Fatal(err)
+		}
+		engines, sinks, ledgers = append(engines, e), append(sinks, sink), append(ledgers, l)
+	}
+	scriptsBefore := scriptCalls(t, c)
+	var requests atomic.Int64
+	var won atomic.Int64
+	buy := func(e *engine.Engine, user string) {
+		requests.Add(1)
+		_, replayed, err := e.Purchase(ctx, engine.PurchaseRequest{ItemID: "it", UserID: user, RequestID: "r", Quantity: 1})
+		switch {
+		case err == nil && !replayed:
+			won.Add(1)
+		case err == nil, errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLimitExceeded), errors.Is(err, engine.ErrRequestInProgress):
+		default:
+			t.Errorf("purchase: %v", err)
 		}
 	}
-	close(queue)
-	var won atomic.Int64
-	var ids atomic.Uint64
-	var wg sync.WaitGroup
-	stopAudit := make(chan struct{})
-	go func() { // the pool never goes out of balance, even mid-race
+	stop := make(chan struct{})
+	audited := make(chan struct{})
+	go func() {
+		defer close(audited)
 		for {
 			select {
-			case <-stopAudit:
+			case <-stop:
 				return
 			default:
 			}
-			if a, err := nodes[0].l.Audit(ctx, "it"); err == nil && (!a.Balanced() || a.Claimed > stock) {
+			if a, err := ledgers[0].Audit(ctx, "it"); err == nil && (!a.Balanced() || a.Claimed > stock) {
 				t.Errorf("mid-race audit: %+v", a)
 			}
 			time.Sleep(time.Millisecond)
 		}
 	}()
-	for w := 0; w < 24; w++ {
-		n := nodes[w%3]
+	work := make(chan int, 1024)
+	var wg sync.WaitGroup
+	for w := 0; w < 48; w++ {
 		wg.Go(func() {
-			for u := range queue {
-				ok, err := n.buy(ctx, "it", fmt.Sprintf("u%d", u), ids.Add(1))
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				if ok {
-					won.Add(1)
+			for u := range work {
+				buy(engines[u%3], fmt.Sprint("u", u))
+				if u%5 == 0 {
+					buy(engines[(u+1)%3], fmt.Sprint("u", u)) // again, elsewhere
 				}
 			}
 		})
 	}
-	wg.Wait()
-	close(stopAudit)
-	// The stragglers give back; late users buy what was stranded.
-	for _, n := range nodes {
-		n.giveBack(ctx, "it")
+	for u := 0; u < users; u++ {
+		work <- u
 	}
-	for u := users; ; u++ {
-		a, _ := nodes[0].l.Audit(ctx, "it")
-		if a.Remaining == 0 {
+	close(work)
+	wg.Wait()
+	close(stop)
+	<-audited
+	if won.Load() > stock {
+		t.Fatalf("oversold: %d of %d", won.Load(), stock)
+	}
+	// Redis sees about one script per winner, not one per request.
+	scripts := scriptCalls(t, c) - scriptsBefore
+	perPurchase := float64(scripts) / float64(requests.Load())
+	t.Logf("%d scripts for %d purchases (%d units): %.3f per purchase", scripts, requests.Load(), stock, perPurchase)
+	if perPurchase > 0.15 {
+		t.Fatalf("%.3f Redis scripts per purchase; want about stock/requests = %.3f", perPurchase, float64(stock)/float64(requests.Load()))
+	}
+	for _, e := range engines {
+		if err := e.GiveBackAll(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for u := 0; ; u++ {
+		if rem, _ := ledgers[0].Remaining(ctx, "it"); rem == 0 {
 			break
 		}
-		if ok, err := nodes[u%3].buy(ctx, "it", fmt.Sprintf("late%d", u), ids.Add(1)); err != nil {
-			t.Fatal(err)
-		} else if ok {
-			won.Add(1)
-		}
+		buy(engines[u%3], fmt.Sprint("late", u))
 	}
-	for _, n := range nodes {
-		n.giveBack(ctx, "it")
+	for _, e := range engines {
+		e.GiveBackAll(ctx)
 	}
-	a, err := nodes[0].l.Audit(ctx, "it")
-	if err != nil || !a.Balanced() || a.Claimed != stock || won.Load() != stock || a.Leased() != 0 || a.Remaining != 0 {
+	a, err := ledgers[0].Audit(ctx, "it")
+	if err != nil || won.Load() != stock || a.Claimed != stock || a.Leased() != 0 || !a.Balanced() {
 		t.Fatalf("after the sale: won %d, audit %+v (%v)", won.Load(), a, err)
 	}
-	held, _ := c.Do(ctx, c.B().Hgetall().Key("{"+p+":it}:users").Build()).AsIntMap()
-	if len(held) != stock {
-		t.Fatalf("%d users hold units, want %d", len(held), stock)
-	}
-	for u, n := range held {
-		if n != 1 {
-			t.Fatalf("user %s holds %d", u, n)
+	held := map[string]int{}
+	for _, s := range sinks {
+		for _, o := range s.orders {
+			if held[o.UserID]++; held[o.UserID] > 1 {
+				t.Fatalf("user %s bought on two nodes", o.UserID)
+			}
 		}
 	}
+	if len(held) != stock {
+		t.Fatalf("%d users hold orders, want %d", len(held), stock)
+	}
+}
+
+// scriptCalls is how many scripts Redis has run (EVALSHA and EVAL).
+func scriptCalls(t *testing.T, c rueidis.Client) int64 {
+	info, err := c.Do(context.Background(), c.B().Info().Section("commandstats").Build()).ToString()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, line := range strings.Split(info, "\n") {
+		for _, cmd := range []string{"cmdstat_evalsha:", "cmdstat_eval:"} {
+			if rest, ok := strings.CutPrefix(strings.TrimSpace(line), cmd); ok {
+				var calls int64
+				fmt.Sscanf(rest, "calls=%d", &calls)
+				n += calls
+			}
+		}
+	}
+	return n
 }
