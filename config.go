@@ -56,9 +56,13 @@ var (
 	jwtSecretFile  = flag.String("jwt-secret-file", "", "With -identity=jwt: file holding the HMAC key (at least 32 bytes). A file, not a flag value, so the key stays out of process listings.")
 	jwtLeeway      = flag.Duration("jwt-leeway", 30*time.Second, "With -identity=jwt: clock skew allowed on a token's exp and nbf.")
 
-	// Cluster mode comes with a later release; its flags are reserved so
-	// that scripts written for it fail loudly today.
-	redisAddr    = flag.String("redis", "", "Redis address: cluster mode. Not available in this release.")
+	// Cluster mode, part 1: the stock pool and the claims in Redis. Kafka,
+	// MySQL and the writer role come later; their flags are reserved so that
+	// scripts written for them fail loudly today.
+	redisAddr    = flag.String("redis", "", "Redis address (host:port): cluster mode. Nodes lease stock from a pool in Redis and confirm every winner there (per-user limit and request ids across nodes). Needs -node-id >= 1, unique per node.")
+	redisPrefix  = flag.String("redis-prefix", "fs", "Prefix of the keys in Redis; nodes of one sale share it.")
+	redisTimeout = flag.Duration("redis-timeout", 500*time.Millisecond, "Bound on each call to Redis; past it the purchase gets 503 and the call counts against the Redis circuit breaker.")
+	maxLease     = flag.Int64("max-lease", 64, "Most units one lease takes from the pool in cluster mode. Leases shrink near the end of the stock, so no node sits on the last units.")
 	kafkaBrokers = flag.String("kafka", "", "Kafka seed brokers. Not available in this release.")
 	mysqlDSN     = flag.String("mysql", "", "MySQL DSN. Not available in this release.")
 	role         = flag.String("role", "edge", "edge serves HTTP; writer (moving orders from Kafka to MySQL) is not available in this release.")
@@ -112,8 +116,14 @@ func validate() error {
 	if *dataDir == "" {
 		bad("-data-dir must not be empty")
 	}
-	if *redisAddr != "" || *kafkaBrokers != "" || *mysqlDSN != "" || *role != "edge" {
-		bad("cluster mode (-redis, -kafka, -mysql, -role=writer) is not available in this release; run standalone")
+	if *kafkaBrokers != "" || *mysqlDSN != "" || *role != "edge" {
+		bad("-kafka, -mysql and -role=writer are not available in this release")
+	}
+	if *redisAddr != "" && *nodeID < 1 {
+		bad("cluster mode (-redis) needs -node-id >= 1, unique among the nodes of the sale")
+	}
+	if *redisTimeout <= 0 || *maxLease < 1 {
+		bad("-redis-timeout and -max-lease must be positive")
 	}
 	if *rateGlobal < 0 || *rateItem < 0 || *rateIP < 0 || *maxInflight < 0 || *maxQueueWait < 0 || *rateWarmup < 0 {
 		bad("-rate-*, -rate-warmup, -max-inflight and -max-queue-wait must not be negative")

@@ -18,10 +18,12 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/redis/rueidis"
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/circuit"
+	"github.com/flashsale/flashsale/persist/redisledger"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
 )
@@ -45,7 +47,11 @@ func main() {
 		fmt.Println("configuration is valid")
 		return
 	}
-	slog.Info("starting flashsale", "version", version, "mode", "standalone", "gomaxprocs", runtime.GOMAXPROCS(0), "sonic_api", sonic.APIKind)
+	mode := "standalone"
+	if *redisAddr != "" {
+		mode = "cluster"
+	}
+	slog.Info("starting flashsale", "version", version, "mode", mode, "gomaxprocs", runtime.GOMAXPROCS(0), "sonic_api", sonic.APIKind)
 	if sonic.APIKind != sonic.UseSonicJSON {
 		slog.Warn("sonic runs in its encoding/json fallback on this platform: JSON is slower")
 	}
@@ -55,11 +61,32 @@ func main() {
 	if err != nil {
 		fatal("cannot open the order store", err)
 	}
-	sink := circuit.New("order store", store, circuit.Options{Failures: uint32(*breakerFailures), Slow: *breakerSlow,
-		CoolDown: *breakerCoolDown, OnStateChange: func(from, to gobreaker.State) {
-			slog.Warn("order store circuit changed state", "from", from.String(), "to", to.String())
-		}})
-	eng, err := engine.New(engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: sink, Catalog: store})
+	breaker := func(name string) circuit.Options {
+		return circuit.Options{Failures: uint32(*breakerFailures), Slow: *breakerSlow, CoolDown: *breakerCoolDown,
+			OnStateChange: func(from, to gobreaker.State) {
+				slog.Warn(name+" circuit changed state", "from", from.String(), "to", to.String())
+			}}
+	}
+	sink := circuit.New("order store", store, breaker("order store"))
+	opts := engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: sink, Catalog: store}
+	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
+	var pool *circuit.Ledger
+	if *redisAddr != "" {
+		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, DisableCache: true,
+			ConnWriteTimeout: *redisTimeout})
+		if err != nil {
+			fatal("cannot connect to Redis (-redis)", err)
+		}
+		defer rc.Close()
+		ledger := redisledger.New(rc, *nodeID, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow, Timeout: *redisTimeout})
+		pool = circuit.NewLedger("redis", ledger, breaker("redis"))
+		opts.Ledger, opts.Stock, opts.MaxLease = pool, pool, *maxLease
+		checks = append(checks, server.Check{Name: "redis", Check: func(ctx context.Context) error {
+			return rc.Do(ctx, rc.B().Ping().Build()).Error()
+		}}, server.Check{Name: "redis circuit", Check: pool.Check})
+		slog.Info("cluster mode: stock pool and claims in Redis", "redis", *redisAddr, "node", *nodeID, "prefix", *redisPrefix)
+	}
+	eng, err := engine.New(opts)
 	if err != nil {
 		fatal("cannot start the engine", err)
 	}
@@ -79,7 +106,12 @@ func main() {
 			Name: "flashsale_circuit_state",
 			Help: "State of the order store's circuit breaker: 0 closed, 1 half-open, 2 open.",
 		}, func() float64 { return float64(sink.State()) }))
-	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
+	if pool != nil {
+		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_redis_circuit_state",
+			Help: "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
+		}, func() float64 { return float64(pool.State()) }))
+	}
 	srv, err := server.New(serverOptions(), eng, store, checks, reg)
 	if err != nil {
 		fatal("cannot build the HTTP server", err)
@@ -118,6 +150,11 @@ func main() {
 		ctx, cancel := context.WithTimeout(context.Background(), *shutdownWait+*drainTimeout)
 		defer cancel()
 		return srv.Shutdown(ctx)
+	})
+	step("stock leases (given back to the pool)", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return eng.GiveBackAll(ctx)
 	})
 	step("engine", func() error { eng.Close(); return nil })
 	step("order store", store.Close)

@@ -123,3 +123,78 @@ func joined(s []string) string {
 	}
 	return out
 }
+
+// flakyPool is a Pool whose calls fail while down.
+type flakyPool struct {
+	down      atomic.Bool
+	calls     atomic.Int64
+	overLimit bool
+	unclaims  atomic.Int64
+}
+
+var errRedisDown = errors.New("redis down")
+
+func (p *flakyPool) fail() error {
+	p.calls.Add(1)
+	if p.down.Load() {
+		return errRedisDown
+	}
+	return nil
+}
+
+func (p *flakyPool) Claim(context.Context, *engine.Order, int64) (*engine.Order, error) {
+	if err := p.fail(); err != nil {
+		return nil, err
+	}
+	if p.overLimit {
+		return nil, engine.ErrLimitExceeded
+	}
+	return nil, nil
+}
+func (p *flakyPool) Unclaim(context.Context, *engine.Order) error { p.unclaims.Add(1); return p.fail() }
+func (p *flakyPool) PutItem(context.Context, string, int64) error { return p.fail() }
+func (p *flakyPool) Lease(_ context.Context, _ string, want int64) (int64, int64, error) {
+	return want, 1000, p.fail()
+}
+func (p *flakyPool) GiveBack(context.Context, string, int64) error    { return p.fail() }
+func (p *flakyPool) Remaining(context.Context, string) (int64, error) { return 1000, p.fail() }
+
+func TestLedgerBreaker(t *testing.T) {
+	pool := &flakyPool{}
+	l := NewLedger("redis", pool, Options{Failures: 2, CoolDown: 50 * time.Millisecond})
+	ctx := context.Background()
+	// Over the limit is an answer: it neither trips the circuit nor is lost.
+	pool.overLimit = true
+	for i := 0; i < 5; i++ {
+		if _, err := l.Claim(ctx, &engine.Order{}, 1); !errors.Is(err, engine.ErrLimitExceeded) {
+			t.Fatalf("over the limit: %v", err)
+		}
+	}
+	if l.State() != gobreaker.StateClosed {
+		t.Fatal("answers tripped the circuit")
+	}
+	pool.overLimit = false
+	pool.down.Store(true)
+	l.Lease(ctx, "it", 1)
+	l.Claim(ctx, &engine.Order{}, 1)
+	if l.State() != gobreaker.StateOpen {
+		t.Fatalf("state %v after two failures", l.State())
+	}
+	calls := pool.calls.Load()
+	if _, err := l.Claim(ctx, &engine.Order{}, 1); !errors.Is(err, ErrOpen) {
+		t.Fatalf("claim while open: %v", err)
+	}
+	if _, _, err := l.Lease(ctx, "it", 1); !errors.Is(err, ErrOpen) || pool.calls.Load() != calls {
+		t.Fatalf("lease while open: %v", err)
+	}
+	// Undoing always tries.
+	l.Unclaim(ctx, &engine.Order{})
+	if pool.unclaims.Load() != 1 {
+		t.Fatal("unclaim skipped while open")
+	}
+	pool.down.Store(false)
+	time.Sleep(60 * time.Millisecond)
+	if _, _, err := l.Lease(ctx, "it", 1); err != nil || l.State() != gobreaker.StateClosed {
+		t.Fatalf("after recovery: %v %v", err, l.State())
+	}
+}

@@ -34,14 +34,22 @@ type Options struct {
 	// IdempotencyWindow is how long a claimed request id is remembered;
 	// default 10 minutes.
 	IdempotencyWindow time.Duration
+	// Timeout bounds each call to Redis; default 500 ms.
+	Timeout time.Duration
 }
 
 // Ledger is one node's view of the shared ledger.
 type Ledger struct {
-	c      rueidis.Client
-	node   string
-	prefix string
-	window time.Duration
+	c       rueidis.Client
+	node    string
+	prefix  string
+	window  time.Duration
+	timeout time.Duration
+}
+
+// bound gives a call its timeout.
+func (l *Ledger) bound(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, l.timeout)
 }
 
 // Errors of the ledger.
@@ -57,7 +65,10 @@ func New(c rueidis.Client, node int, o Options) *Ledger {
 	if o.IdempotencyWindow <= 0 {
 		o.IdempotencyWindow = 10 * time.Minute
 	}
-	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow}
+	if o.Timeout <= 0 {
+		o.Timeout = 500 * time.Millisecond
+	}
+	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout}
 }
 
 // keys of an item; they share the hash tag {prefix:item}.
@@ -77,6 +88,8 @@ func (k keys) reqKey(user, requestID string) string {
 // PutItem sets an item's total stock (creating it). Lowering it below what
 // is leased or claimed fails with engine.ErrStockBelowSold.
 func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(item)
 	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10)}).AsInt64()
 	if err != nil {
@@ -90,6 +103,8 @@ func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
 
 // Remaining is what the pool of item has left.
 func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	n, err := l.c.Do(ctx, l.c.B().Hget().Key(l.keys(item).stock).Field("remaining").Build()).AsInt64()
 	if rueidis.IsRedisNil(err) {
 		return 0, nil
@@ -100,6 +115,8 @@ func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
 // Lease moves up to want units of item from the pool to this node. It
 // returns the units granted and what the pool has left.
 func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(item)
 	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10)}).AsIntSlice()
 	if err != nil || len(vals) != 2 {
@@ -110,6 +127,8 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 
 // GiveBack returns up to n of this node's leased units of item to the pool.
 func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(item)
 	if err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10)}).Error(); err != nil {
 		return fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
@@ -122,6 +141,8 @@ func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 // request id is recorded with the order, so that a replay on any node gets
 // the first order back. Over the limit: engine.ErrLimitExceeded.
 func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engine.Order, error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(o.ItemID)
 	req, has := k.users, "0"
 	if o.RequestID != "" {
@@ -148,6 +169,8 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 
 // Unclaim undoes a claim whose purchase failed later (engine.Ledger).
 func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(o.ItemID)
 	req, has := k.users, "0"
 	if o.RequestID != "" {
@@ -204,6 +227,8 @@ func (a Audit) Balanced() bool { return a.Total == a.Remaining+a.Leased()+a.Clai
 
 // Audit reads an item's ledger atomically.
 func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
 	k := l.keys(item)
 	res := l.c.DoMulti(ctx,
 		l.c.B().Multi().Build(),
