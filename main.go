@@ -71,16 +71,19 @@ func main() {
 	opts := engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: sink, Catalog: store}
 	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
 	var pool *circuit.Ledger
+	var catalog *redisledger.Catalog
 	if *redisAddr != "" {
-		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, DisableCache: true,
-			ConnWriteTimeout: *redisTimeout})
+		// Client-side caching stays on: the catalogue is read through it.
+		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, ConnWriteTimeout: *redisTimeout})
 		if err != nil {
 			fatal("cannot connect to Redis (-redis)", err)
 		}
 		defer rc.Close()
 		ledger := redisledger.New(rc, *nodeID, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow, Timeout: *redisTimeout})
 		pool = circuit.NewLedger("redis", ledger, breaker("redis"))
+		catalog = redisledger.NewCatalog(rc, *redisPrefix, time.Second)
 		opts.Ledger, opts.Stock, opts.MaxLease = pool, pool, *maxLease
+		opts.Catalog, opts.Sync = catalog, catalog
 		checks = append(checks, server.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}}, server.Check{Name: "redis circuit", Check: pool.Check})
@@ -93,6 +96,15 @@ func main() {
 	snap, err := store.Load(context.Background(), *idemWindow, time.Now())
 	if err != nil {
 		fatal("cannot load the order store", err)
+	}
+	if catalog != nil {
+		// In cluster mode items live in Redis; this node's store has its
+		// orders.
+		items, err := catalog.Items(context.Background())
+		if err != nil {
+			fatal("cannot read the item catalogue from Redis", err)
+		}
+		snap = clusterSnapshot(snap, items)
 	}
 	if err := eng.Restore(snap); err != nil {
 		fatal("cannot rebuild the engine from the order store", err)
@@ -192,4 +204,31 @@ func hostport(addr string) string {
 func fatal(msg string, err error) {
 	slog.Error(msg, "err", err)
 	os.Exit(1)
+}
+
+// clusterSnapshot rebuilds a node from the shared catalogue and its own
+// orders: the items are the catalogue's, this node's units sold come from
+// its holdings, and orders of items the catalogue no longer has are left out.
+func clusterSnapshot(local engine.Snapshot, items []engine.Item) engine.Snapshot {
+	known := map[string]bool{}
+	sold := map[string]int64{}
+	for _, h := range local.Holdings {
+		sold[h.ItemID] += h.Units
+	}
+	out := engine.Snapshot{LastOrderID: local.LastOrderID}
+	for _, it := range items {
+		known[it.ID] = true
+		out.Items = append(out.Items, engine.ItemRecord{Item: it, Sold: min(sold[it.ID], it.Stock)})
+	}
+	for _, h := range local.Holdings {
+		if known[h.ItemID] {
+			out.Holdings = append(out.Holdings, h)
+		}
+	}
+	for _, o := range local.Replays {
+		if known[o.ItemID] {
+			out.Replays = append(out.Replays, o)
+		}
+	}
+	return out
 }

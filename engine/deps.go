@@ -51,6 +51,14 @@ type Catalog interface {
 	SaveItem(ctx context.Context, it Item) error
 }
 
+// CatalogReader lists the item definitions kept outside this process
+// (cluster mode: in Redis, read through a client-side cache). The engine
+// syncs from it twice a second, so an item created or changed on another
+// node is sold here within a second.
+type CatalogReader interface {
+	Items(ctx context.Context) ([]Item, error)
+}
+
 // LocalLedger is the standalone ledger: this process's memory is the whole
 // truth, so there is nothing to confirm.
 type LocalLedger struct{}

@@ -43,6 +43,8 @@ type Options struct {
 	// MaxLease caps the units one lease takes; default 64. Leases shrink
 	// near the end of the stock so that no node sits on the last units.
 	MaxLease int64
+	// Sync, when set, is the shared catalogue the engine follows.
+	Sync CatalogReader
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
@@ -56,7 +58,8 @@ type Engine struct {
 	ledger   Ledger
 	sink     OrderSink
 	catalog  Catalog
-	source   StockSource // nil in standalone mode
+	source   StockSource   // nil in standalone mode
+	sync     CatalogReader // nil in standalone mode
 	maxLease int64
 	now      func() time.Time
 
@@ -109,6 +112,7 @@ func New(opts Options) (*Engine, error) {
 		sink:     opts.Sink,
 		catalog:  opts.Catalog,
 		source:   opts.Stock,
+		sync:     opts.Sync,
 		maxLease: opts.MaxLease,
 		now:      opts.Now,
 		ids:      ids,
@@ -132,17 +136,20 @@ func (e *Engine) Close() {
 // node gave back must not stay unsold.
 func (e *Engine) janitor() {
 	defer close(e.done)
-	t := time.NewTicker(time.Second)
+	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	for tick := 1; ; tick++ {
 		select {
 		case <-e.stop:
 			return
 		case <-t.C:
-			if tick%5 == 0 {
+			if tick%10 == 0 {
 				e.idem.sweep(e.now())
 			}
-			e.refreshEmptyPools()
+			if tick%2 == 0 {
+				e.refreshEmptyPools()
+			}
+			e.SyncCatalog()
 		}
 	}
 }

@@ -120,3 +120,37 @@ func (e *Engine) GiveBackAll(ctx context.Context) error {
 	}
 	return errors.Join(errs...)
 }
+
+// SyncCatalog brings the engine's items in line with the shared catalogue:
+// new items are added, changed definitions replace the old (a changed
+// total makes the next short purchase ask the pool again). A no-op
+// without Options.Sync.
+func (e *Engine) SyncCatalog() error {
+	if e.sync == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	items, err := e.sync.Items(ctx)
+	if err != nil {
+		return err
+	}
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+	for _, in := range items {
+		it := e.lookup(in.ID)
+		if it == nil {
+			e.addItem(in)
+			continue
+		}
+		cur := it.cfg.Load()
+		if *cur == in {
+			continue
+		}
+		if cur.Stock != in.Stock {
+			it.pool.Store(-1)
+		}
+		it.cfg.Store(&in)
+	}
+	return nil
+}

@@ -1,0 +1,124 @@
+package redisledger
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flashsale/flashsale/engine"
+)
+
+// Catalog keeps item definitions in Redis, for every node of a cluster.
+// Writes go to Redis; reads go through rueidis client-side caching (RESP3
+// client tracking): a read of an unchanged item is answered from this
+// process's memory, and Redis tells the cache when an item changes, so
+// another node's change is seen at the next read, with no polling of
+// Redis on the hot path.
+//
+//	<prefix>:items      set of item ids
+//	{<prefix>:<id>}:def hash: name, price_cents, stock, per_user_limit,
+//	                    starts_at, ends_at (unix ns, 0 for none), ended
+type Catalog struct {
+	c      rueidis.Client
+	prefix string
+	ttl    time.Duration
+}
+
+// NewCatalog returns the catalogue. c must have client-side caching on
+// (rueidis' default). ttl bounds how long a cached read may be served even
+// without an invalidation; default 1 s.
+func NewCatalog(c rueidis.Client, prefix string, ttl time.Duration) *Catalog {
+	if prefix == "" {
+		prefix = "fs"
+	}
+	if ttl <= 0 {
+		ttl = time.Second
+	}
+	return &Catalog{c: c, prefix: prefix, ttl: ttl}
+}
+
+func (c *Catalog) setKey() string          { return c.prefix + ":items" }
+func (c *Catalog) defKey(id string) string { return "{" + c.prefix + ":" + id + "}:def" }
+
+func nanos(t time.Time) string {
+	if t.IsZero() {
+		return "0"
+	}
+	return strconv.FormatInt(t.UnixNano(), 10)
+}
+
+// SaveItem writes an item's definition (engine.Catalog).
+func (c *Catalog) SaveItem(ctx context.Context, it engine.Item) error {
+	ended := "0"
+	if it.Ended {
+		ended = "1"
+	}
+	cmds := rueidis.Commands{
+		c.c.B().Hset().Key(c.defKey(it.ID)).FieldValue().
+			FieldValue("name", it.Name).FieldValue("price_cents", strconv.FormatInt(it.PriceCents, 10)).
+			FieldValue("stock", strconv.FormatInt(it.Stock, 10)).FieldValue("per_user_limit", strconv.FormatInt(it.PerUserLimit, 10)).
+			FieldValue("starts_at", nanos(it.StartsAt)).FieldValue("ends_at", nanos(it.EndsAt)).FieldValue("ended", ended).Build(),
+		c.c.B().Sadd().Key(c.setKey()).Member(it.ID).Build(),
+	}
+	for _, r := range c.c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("redisledger: cannot save item %q: %w", it.ID, err)
+		}
+	}
+	return nil
+}
+
+// Items reads every item's definition, through the client-side cache.
+func (c *Catalog) Items(ctx context.Context) ([]engine.Item, error) {
+	ids, err := c.c.DoCache(ctx, c.c.B().Smembers().Key(c.setKey()).Cache(), c.ttl).AsStrSlice()
+	if err != nil {
+		return nil, fmt.Errorf("redisledger: cannot list items: %w", err)
+	}
+	sort.Strings(ids)
+	cmds := make([]rueidis.CacheableTTL, len(ids))
+	for i, id := range ids {
+		cmds[i] = rueidis.CT(c.c.B().Hgetall().Key(c.defKey(id)).Cache(), c.ttl)
+	}
+	items := make([]engine.Item, 0, len(ids))
+	for i, r := range c.c.DoMultiCache(ctx, cmds...) {
+		m, err := r.AsStrMap()
+		if err != nil {
+			return nil, fmt.Errorf("redisledger: cannot read item %q: %w", ids[i], err)
+		}
+		if len(m) == 0 {
+			continue // listed but not yet written
+		}
+		it, err := parseItem(ids[i], m)
+		if err != nil {
+			return nil, err
+		}
+		items = append(items, it)
+	}
+	return items, nil
+}
+
+// cacheHit reports whether reading item id was answered from the cache;
+// for tests.
+func (c *Catalog) cacheHit(ctx context.Context, id string) bool {
+	return c.c.DoCache(ctx, c.c.B().Hgetall().Key(c.defKey(id)).Cache(), c.ttl).IsCacheHit()
+}
+
+func parseItem(id string, m map[string]string) (engine.Item, error) {
+	num := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
+	t := func(k string) time.Time {
+		if n := num(k); n != 0 {
+			return time.Unix(0, n).UTC()
+		}
+		return time.Time{}
+	}
+	it := engine.Item{ID: id, Name: m["name"], PriceCents: num("price_cents"), Stock: num("stock"),
+		PerUserLimit: num("per_user_limit"), StartsAt: t("starts_at"), EndsAt: t("ends_at"), Ended: m["ended"] == "1"}
+	if err := it.Validate(); err != nil {
+		return engine.Item{}, fmt.Errorf("redisledger: stored item %q is not valid: %w", id, err)
+	}
+	return it, nil
+}
