@@ -204,3 +204,77 @@ func boolInt(b bool) int {
 	}
 	return 0
 }
+
+// TestClusterNodeKilled kills a node with SIGKILL while it holds leased
+// units: once its registration lapses, the other node gives those units back
+// to the pool and sells them; nothing is oversold and the ledger balances.
+func TestClusterNodeKilled(t *testing.T) {
+	port := freePort(t)
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	ownRedis(t, port)
+	const stock = 300
+	args := []string{"-redis", redisAddr, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-max-lease", "50"}
+	n1 := start(t, t.TempDir(), append(args, "-node-id", "1")...)
+	n2 := start(t, t.TempDir(), append(args, "-node-id", "2")...)
+	call(t, "PUT", n1.Admin+"/api/v1/items/it", fmt.Sprintf(`{"name":"x","price_cents":1,"stock":%d,"per_user_limit":1}`, stock))
+	waitFor(t, n2.Public+"/api/v1/items/it")
+
+	sold := 0
+	buy := func(n *proc, user string) int {
+		code, _, b := call(t, "POST", n.Public+"/api/v1/items/it/purchase", fmt.Sprintf(`{"user_id":%q}`, user))
+		if code == 201 {
+			sold++
+		} else if code != 409 {
+			t.Fatalf("purchase on %s: %d %s", n.Public, code, b)
+		}
+		return code
+	}
+	for i := 0; i < 60; i++ {
+		buy(n2, fmt.Sprint("a", i))
+	}
+	ledger := func() redisledger.Audit {
+		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{redisAddr}, DisableCache: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer rc.Close()
+		a, err := redisledger.New(rc, 0, redisledger.Options{}).Audit(context.Background(), "it")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	before := ledger()
+	if before.Leased() == 0 {
+		t.Fatalf("node 2 holds no leased units to strand: %+v", before)
+	}
+	n2.Cmd.Process.Signal(syscall.SIGKILL)
+	<-n2.Exited
+
+	// Once node 2's registration lapses (1 s), node 1 gives its units back;
+	// node 1 then sells everything that is left.
+	deadline := time.Now().Add(10 * time.Second)
+	for u := 0; ; u++ {
+		if buy(n1, fmt.Sprint("b", u)) == 409 {
+			a := ledger()
+			if a.Remaining == 0 && a.Leased() == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the dead node's units were not given back: %+v", a)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	a := ledger()
+	if !a.Balanced() || a.Claimed != stock || sold != stock {
+		t.Fatalf("after the reconciliation: %d answered 201, ledger %+v", sold, a)
+	}
+	_, _, m := call(t, "GET", n1.Admin+"/metrics", "")
+	for _, want := range []string{`flashsale_pool_audit_difference{item="it"} 0`, "flashsale_pool_reconciled_units_total"} {
+		if !strings.Contains(string(m), want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+	t.Logf("node 2 held %d units when killed; all %d sold by node 1 afterwards", before.Leased(), stock-60)
+}

@@ -24,7 +24,7 @@ var (
 	checkConfig = flag.Bool("check-config", false, "Validate the configuration and exit: 0 when valid.")
 	showVersion = flag.Bool("version", false, "Print the version and exit.")
 
-	nodeID       = flag.Int("node-id", 0, fmt.Sprintf("Node id carried in every order id, 0-%d; unique among the nodes selling one stock.", engine.MaxNodeID))
+	nodeID       = flag.Int("node-id", 0, fmt.Sprintf("Node id carried in every order id, 0-%d. In cluster mode 0 takes the lowest free id from Redis; another value must not be held by a live node.", engine.MaxNodeID))
 	shards       = flag.Int("shards", 0, "Stock shards per item; 0 means one per CPU available (GOMAXPROCS). More shards, less contention between cores.")
 	idemWindow   = flag.Duration("idempotency-window", engine.DefaultIdempotencyWindow, "How long a winning request id is remembered, so a replay gets its first answer. Memory grows with the units sold in one window.")
 	storeBatch   = flag.Int("store-max-batch", 4096, "Most orders written in one group commit of the embedded store.")
@@ -62,6 +62,8 @@ var (
 	redisAddr    = flag.String("redis", "", "Redis address (host:port): cluster mode. Nodes lease stock from a pool in Redis and confirm every winner there (per-user limit and request ids across nodes). Needs -node-id >= 1, unique per node.")
 	redisPrefix  = flag.String("redis-prefix", "fs", "Prefix of the keys in Redis; nodes of one sale share it.")
 	redisTimeout = flag.Duration("redis-timeout", 500*time.Millisecond, "Bound on each call to Redis; past it the purchase gets 503 and the call counts against the Redis circuit breaker.")
+	nodeTTL      = flag.Duration("node-ttl", 10*time.Second, "Cluster mode: a node that misses its heartbeats this long is dead; others give its leased units back to the pool.")
+	reconcileInt = flag.Duration("reconcile-interval", 5*time.Second, "Cluster mode: how often a node looks for dead nodes' leases to give back.")
 	maxLease     = flag.Int64("max-lease", 64, "Most units one lease takes from the pool in cluster mode. Leases shrink near the end of the stock, so no node sits on the last units.")
 	kafkaBrokers = flag.String("kafka", "", "Kafka seed brokers. Not available in this release.")
 	mysqlDSN     = flag.String("mysql", "", "MySQL DSN. Not available in this release.")
@@ -119,11 +121,8 @@ func validate() error {
 	if *kafkaBrokers != "" || *mysqlDSN != "" || *role != "edge" {
 		bad("-kafka, -mysql and -role=writer are not available in this release")
 	}
-	if *redisAddr != "" && *nodeID < 1 {
-		bad("cluster mode (-redis) needs -node-id >= 1, unique among the nodes of the sale")
-	}
-	if *redisTimeout <= 0 || *maxLease < 1 {
-		bad("-redis-timeout and -max-lease must be positive")
+	if *redisTimeout <= 0 || *maxLease < 1 || *nodeTTL < time.Second/2 || *reconcileInt <= 0 {
+		bad("-redis-timeout, -max-lease and -reconcile-interval must be positive, -node-ttl at least 500ms")
 	}
 	if *rateGlobal < 0 || *rateItem < 0 || *rateIP < 0 || *maxInflight < 0 || *maxQueueWait < 0 || *rateWarmup < 0 {
 		bad("-rate-*, -rate-warmup, -max-inflight and -max-queue-wait must not be negative")

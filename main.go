@@ -72,6 +72,8 @@ func main() {
 	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
 	var pool *circuit.Ledger
 	var catalog *redisledger.Catalog
+	var ledger *redisledger.Ledger
+	var reg *redisledger.Registration
 	if *redisAddr != "" {
 		// Client-side caching stays on: the catalogue is read through it.
 		rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, ConnWriteTimeout: *redisTimeout})
@@ -79,7 +81,15 @@ func main() {
 			fatal("cannot connect to Redis (-redis)", err)
 		}
 		defer rc.Close()
-		ledger := redisledger.New(rc, *nodeID, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow, Timeout: *redisTimeout})
+		base := redisledger.New(rc, 0, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow, Timeout: *redisTimeout})
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		reg, err = base.Register(ctx, *nodeID, *nodeTTL)
+		cancel()
+		if err != nil {
+			fatal("cannot register this node in Redis", err)
+		}
+		opts.NodeID = reg.ID
+		ledger = base.ForInstance(reg)
 		pool = circuit.NewLedger("redis", ledger, breaker("redis"))
 		catalog = redisledger.NewCatalog(rc, *redisPrefix, time.Second)
 		opts.Ledger, opts.Stock, opts.MaxLease = pool, pool, *maxLease
@@ -87,7 +97,7 @@ func main() {
 		checks = append(checks, server.Check{Name: "redis", Check: func(ctx context.Context) error {
 			return rc.Do(ctx, rc.B().Ping().Build()).Error()
 		}}, server.Check{Name: "redis circuit", Check: pool.Check})
-		slog.Info("cluster mode: stock pool and claims in Redis", "redis", *redisAddr, "node", *nodeID, "prefix", *redisPrefix)
+		slog.Info("cluster mode: stock pool and claims in Redis", "redis", *redisAddr, "node", reg.ID, "instance", reg.Instance(), "prefix", *redisPrefix)
 	}
 	eng, err := engine.New(opts)
 	if err != nil {
@@ -112,19 +122,32 @@ func main() {
 	slog.Info("engine rebuilt from the order store", "dir", *dataDir, "items", len(snap.Items),
 		"holdings", len(snap.Holdings), "replayable_requests", len(snap.Replays), "took", time.Since(start))
 
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store,
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store,
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flashsale_circuit_state",
 			Help: "State of the order store's circuit breaker: 0 closed, 1 half-open, 2 open.",
 		}, func() float64 { return float64(sink.State()) }))
+	lost := make(chan struct{})
+	stopCluster := func() {}
 	if pool != nil {
-		reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		monitor := redisledger.NewMonitor(ledger, func() []string {
+			var ids []string
+			for _, v := range eng.Items() {
+				ids = append(ids, v.ID)
+			}
+			return ids
+		})
+		registry.MustRegister(monitor, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flashsale_redis_circuit_state",
 			Help: "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
 		}, func() float64 { return float64(pool.State()) }))
+		ctx, cancel := context.WithCancel(context.Background())
+		stopCluster = cancel
+		go monitor.Run(ctx, *reconcileInt)
+		go keepRegistration(ctx, reg, *nodeTTL, lost)
 	}
-	srv, err := server.New(serverOptions(), eng, store, checks, reg)
+	srv, err := server.New(serverOptions(), eng, store, checks, registry)
 	if err != nil {
 		fatal("cannot build the HTTP server", err)
 	}
@@ -147,6 +170,8 @@ func main() {
 		slog.Info("shutting down", "signal", s.String(), "shutdown_delay", *shutdownWait)
 	case err := <-serveErr:
 		fatal("HTTP server failed", err)
+	case <-lost:
+		slog.Error("this node lost its registration in Redis (missed heartbeats); stopping, since others may give its leases back")
 	}
 
 	// Stop in reverse order of start, timing each step.
@@ -169,6 +194,14 @@ func main() {
 		return eng.GiveBackAll(ctx)
 	})
 	step("engine", func() error { eng.Close(); return nil })
+	if reg != nil {
+		stopCluster()
+		step("node registration", func() error {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			defer cancel()
+			return reg.Release(ctx)
+		})
+	}
 	step("order store", store.Close)
 	slog.Info("bye")
 }
@@ -231,4 +264,28 @@ func clusterSnapshot(local engine.Snapshot, items []engine.Item) engine.Snapshot
 		}
 	}
 	return out
+}
+
+// keepRegistration beats the node's heartbeat until ctx ends, and closes
+// lost when the node no longer holds its id.
+func keepRegistration(ctx context.Context, reg *redisledger.Registration, ttl time.Duration, lost chan<- struct{}) {
+	t := time.NewTicker(ttl / 3)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			hctx, cancel := context.WithTimeout(ctx, ttl/3)
+			ok, err := reg.Heartbeat(hctx)
+			cancel()
+			if err != nil {
+				slog.Warn("heartbeat to Redis failed; retrying", "err", err)
+			}
+			if !ok {
+				close(lost)
+				return
+			}
+		}
+	}
 }

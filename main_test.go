@@ -268,8 +268,9 @@ func TestCheckConfigAndEnvironment(t *testing.T) {
 	f(true, []string{"FLASHSALE_NODE_ID=5000"}, "-node-id", "3") // the command line wins
 	f(false, []string{"FLASHSALE_NODE_ID=5000"})
 	f(false, []string{"FLASHSALE_READ_TIMEOUT=soon"})
-	f(false, nil, "-redis", "127.0.0.1:6379") // without a node id
+	f(true, nil, "-redis", "127.0.0.1:6379") // node id 0: the lowest free one
 	f(true, nil, "-redis", "127.0.0.1:6379", "-node-id", "2")
+	f(false, nil, "-redis", "127.0.0.1:6379", "-node-ttl", "10ms")
 	f(false, nil, "-kafka", "127.0.0.1:9092")
 	f(true, nil, "-rate-global", "100", "-rate-ip", "10", "-trusted-proxies", "127.0.0.1, 10.0.0.0/8")
 	f(false, nil, "-trusted-proxies", "10.0.0.0/33")
