@@ -35,6 +35,8 @@ var (
 	admin        = flag.String("admin", "http://127.0.0.1:6060", "base URL of the admin listener (to create items)")
 	adminToken   = flag.String("admin-token", "", "bearer token for the admin listener")
 	spawnBinary  = flag.String("spawn", "", "start this flashsale binary on a fresh data directory and loopback ports for the run (overrides -target and -admin)")
+	spawnNodes   = flag.Int("spawn-nodes", 1, "with -spawn and -redis: start this many cluster nodes and spread the connections over them")
+	redisAddr    = flag.String("redis", "", "with -spawn: run the spawned nodes in cluster mode on this Redis (a fresh key prefix per run)")
 	ceiling      = flag.Bool("ceiling", false, "also measure a bare fasthttp handler (tools/bare, built with go build) closed-loop with the same connections, and print ratios to it")
 	rate         = flag.Float64("rate", 40000, "arrival rate, requests per second; 0 runs closed-loop, as fast as answers come")
 	conns        = flag.Int("conns", 64, "keep-alive connections (one per worker)")
@@ -73,13 +75,28 @@ func main() {
 			log.Fatal(err)
 		}
 		defer os.RemoveAll(dir)
-		p, err := spawn.Start(*spawnBinary, dir, nil, "-admin-token", *adminToken)
-		if err != nil {
-			log.Fatal(err)
+		var publics []string
+		prefix := fmt.Sprintf("bench%d", time.Now().UnixNano()/1000)
+		for i := 0; i < max(1, *spawnNodes); i++ {
+			args := []string{"-admin-token", *adminToken}
+			if *redisAddr != "" {
+				args = append(args, "-redis", *redisAddr, "-redis-prefix", prefix)
+			}
+			p, err := spawn.Start(*spawnBinary, filepath.Join(dir, fmt.Sprint("node", i)), nil, args...)
+			if err != nil {
+				log.Fatal(err)
+			}
+			defer p.Stop()
+			publics = append(publics, p.Public)
+			if i == 0 {
+				*admin = p.Admin
+			}
+			log.Printf("spawned %s: public %s, admin %s", *spawnBinary, p.Public, p.Admin)
+			if *redisAddr == "" {
+				break // standalone nodes do not share stock: one
+			}
 		}
-		defer p.Stop()
-		*target, *admin = p.Public, p.Admin
-		log.Printf("spawned %s: public %s, admin %s", *spawnBinary, p.Public, p.Admin)
+		*target = strings.Join(publics, ",")
 	}
 	b := &bench{target: *target, admin: *admin, token: *adminToken}
 	if !*quiet {
@@ -285,7 +302,8 @@ func (b *bench) call(method, url, body string) (int, []byte, error) {
 // and every order answered with 201.
 func (b *bench) serverState(item string, ids []uint64) (scenario.ServerState, error) {
 	st := scenario.ServerState{Orders: map[uint64]scenario.StoredOrder{}}
-	code, body, err := b.call("GET", b.target+"/api/v1/items/"+item, "")
+	targets := strings.Split(b.target, ",")
+	code, body, err := b.call("GET", targets[len(targets)-1]+"/api/v1/items/"+item, "")
 	if err != nil || code != 200 {
 		return st, fmt.Errorf("GET item: %d %v", code, err)
 	}
@@ -298,9 +316,16 @@ func (b *bench) serverState(item string, ids []uint64) (scenario.ServerState, er
 	}
 	st.StockTotal, st.StockLeft = it.StockTotal, it.StockLeft
 	for _, id := range ids {
-		code, body, err := b.call("GET", fmt.Sprintf("%s/api/v1/orders/%d", b.target, id), "")
-		if err != nil {
-			return st, err
+		// In cluster mode (part 1) each node stores its own orders.
+		var code int
+		var body []byte
+		for _, t := range targets {
+			if code, body, err = b.call("GET", fmt.Sprintf("%s/api/v1/orders/%d", t, id), ""); err != nil {
+				return st, err
+			}
+			if code == 200 {
+				break
+			}
 		}
 		if code != 200 {
 			continue // missing: the verdict says so

@@ -228,7 +228,7 @@ func TestEmptyPoolIsLookedAtAgain(t *testing.T) {
 	pool.mu.Lock()
 	pool.total, pool.remaining = 2, 2
 	pool.mu.Unlock()
-	e.refreshEmptyPools()
+	e.refreshPools()
 	if _, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "a", Quantity: 1}); err != nil {
 		t.Fatalf("after units came back: %v", err)
 	}

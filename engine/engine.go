@@ -132,8 +132,8 @@ func (e *Engine) Close() {
 }
 
 // janitor drops expired idempotency entries that no insert has popped,
-// and, in cluster mode, looks again at pools it saw empty: units another
-// node gave back must not stay unsold.
+// and, in cluster mode, follows the shared catalogue and reads what the
+// pools have left: units another node gave back must not stay unsold.
 func (e *Engine) janitor() {
 	defer close(e.done)
 	t := time.NewTicker(500 * time.Millisecond)
@@ -147,7 +147,7 @@ func (e *Engine) janitor() {
 				e.idem.sweep(e.now())
 			}
 			if tick%2 == 0 {
-				e.refreshEmptyPools()
+				e.refreshPools()
 			}
 			e.SyncCatalog()
 		}

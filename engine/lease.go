@@ -83,18 +83,17 @@ func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView
 	return it.view(e.now()), created, nil
 }
 
-// refreshEmptyPools asks the pool again about items it saw empty.
-func (e *Engine) refreshEmptyPools() {
+// refreshPools reads what each item's pool has left: units another node
+// gave back are sold here, and stock_left lags the cluster by at most the
+// refresh period (API.md allows a second).
+func (e *Engine) refreshPools() {
 	if e.source == nil {
 		return
 	}
 	for _, it := range e.items.Load().sorted {
-		if it.pool.Load() != 0 {
-			continue
-		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if n, err := e.source.Remaining(ctx, it.id); err == nil && n > 0 {
-			it.pool.CompareAndSwap(0, n)
+		if n, err := e.source.Remaining(ctx, it.id); err == nil {
+			it.pool.Store(n)
 		}
 		cancel()
 	}

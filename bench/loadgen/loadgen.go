@@ -14,6 +14,7 @@ import (
 	"io"
 	"net/url"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -36,7 +37,7 @@ type Workload interface {
 
 // Config is one run.
 type Config struct {
-	Target   string        // base URL, e.g. http://127.0.0.1:8080
+	Target   string        // base URL, e.g. http://127.0.0.1:8080; several, comma-separated, spread the connections
 	Conns    int           // keep-alive connections, one per worker
 	Rate     float64       // requests per second; 0 runs closed-loop, as fast as answers come
 	Requests int           // requests to send; 0: Rate × Duration, or closed-loop until Duration
@@ -107,9 +108,13 @@ func (r *Result) Quantile(q float64) time.Duration {
 
 // Run sends the load and returns what it measured.
 func Run(cfg Config, w Workload) (*Result, error) {
-	u, err := url.Parse(cfg.Target)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("loadgen: target %q is not a URL like http://127.0.0.1:8080", cfg.Target)
+	var hosts []string
+	for _, t := range strings.Split(cfg.Target, ",") {
+		u, err := url.Parse(strings.TrimSpace(t))
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("loadgen: target %q is not a URL like http://127.0.0.1:8080", t)
+		}
+		hosts = append(hosts, u.Host)
 	}
 	if cfg.Conns <= 0 {
 		return nil, fmt.Errorf("loadgen: need at least one connection")
@@ -125,7 +130,7 @@ func Run(cfg Config, w Workload) (*Result, error) {
 		return nil, fmt.Errorf("loadgen: give Requests, or a Duration")
 	}
 
-	g := &run{cfg: cfg, w: w, host: u.Host, total: total}
+	g := &run{cfg: cfg, w: w, total: total}
 	g.out = make(chan secondTally, cfg.Conns*4)
 	free := make(chan *hdrhistogram.Histogram, cfg.Conns*3)
 	for range cap(free) {
@@ -150,7 +155,8 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	work := make(chan int, cfg.Conns)
 	for i := range recs {
 		recs[i] = newRecorder(g.out, free)
-		wg.Go(func() { g.worker(recs[i], work) })
+		host := hosts[i%len(hosts)] // connections spread over the targets
+		wg.Go(func() { g.worker(host, recs[i], work) })
 	}
 	stopProgress := g.progress()
 	if cfg.Rate > 0 {
@@ -225,7 +231,6 @@ func Run(cfg Config, w Workload) (*Result, error) {
 type run struct {
 	cfg                Config
 	w                  Workload
-	host               string
 	total              int
 	start, measureFrom time.Time
 	deadline           time.Time
@@ -244,9 +249,9 @@ type secondAgg struct {
 }
 
 // worker owns one connection, request and response for the whole run.
-func (g *run) worker(rec *recorder, work <-chan int) {
+func (g *run) worker(host string, rec *recorder, work <-chan int) {
 	c := &fasthttp.HostClient{
-		Addr:                      g.host,
+		Addr:                      host,
 		MaxConns:                  1,
 		ReadTimeout:               g.cfg.Timeout,
 		WriteTimeout:              g.cfg.Timeout,
@@ -265,7 +270,7 @@ func (g *run) worker(rec *recorder, work <-chan int) {
 		}
 		req.Reset()
 		g.w.Fill(n, req)
-		req.Header.SetHost(g.host)
+		req.Header.SetHost(host)
 		err := c.Do(req, resp)
 		end := time.Now()
 		status := 0
