@@ -85,6 +85,15 @@ func (k keys) reqKey(user, requestID string) string {
 	return k.tag + ":req:" + strconv.Itoa(len(user)) + ":" + user + ":" + requestID
 }
 
+// requestOf returns the script arguments for o's request id: its key and
+// "1", or a stand-in key of the same slot and "0" when o has none.
+func (k keys) requestOf(o *engine.Order) (key, has string) {
+	if o.RequestID == "" {
+		return k.users, "0"
+	}
+	return k.reqKey(o.UserID, o.RequestID), "1"
+}
+
 // PutItem sets an item's total stock (creating it). Lowering it below what
 // is leased or claimed fails with engine.ErrStockBelowSold.
 func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
@@ -144,10 +153,7 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(o.ItemID)
-	req, has := k.users, "0"
-	if o.RequestID != "" {
-		req, has = k.reqKey(o.UserID, o.RequestID), "1"
-	}
+	req, has := k.requestOf(o)
 	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
 		strconv.Itoa(int(l.window.Seconds())), has}).ToArray()
@@ -172,10 +178,7 @@ func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(o.ItemID)
-	req, has := k.users, "0"
-	if o.RequestID != "" {
-		req, has = k.reqKey(o.UserID, o.RequestID), "1"
-	}
+	req, has := k.requestOf(o)
 	err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), encodeOrder(o), has}).Error()
 	if err != nil {
