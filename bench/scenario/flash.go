@@ -50,7 +50,6 @@ type Flash struct {
 	itemURI      []byte
 	purchaseURI  []byte
 	bodyHead     []byte
-	jsonHeader   []byte
 	requestIDKey []byte
 }
 

@@ -157,15 +157,7 @@ func (l *Limits) ipBucket(ip netip.Addr, now time.Time) *ipBucket {
 
 // evict makes room in a full shard: the idle clients, or else one.
 func (sh *ipShard) evict(now time.Time, idle time.Duration) {
-	cut := now.Add(-idle).UnixNano()
-	n := 0
-	for ip, b := range sh.m {
-		if b.last.Load() < cut {
-			delete(sh.m, ip)
-			n++
-		}
-	}
-	if n > 0 {
+	if sh.dropIdle(now.Add(-idle).UnixNano()) > 0 {
 		return
 	}
 	for ip := range sh.m { // no idle client: drop an arbitrary one
@@ -180,13 +172,22 @@ func (l *Limits) Sweep(now time.Time) {
 	for i := range l.ips {
 		sh := &l.ips[i]
 		sh.mu.Lock()
-		for ip, b := range sh.m {
-			if b.last.Load() < cut {
-				delete(sh.m, ip)
-			}
-		}
+		sh.dropIdle(cut)
 		sh.mu.Unlock()
 	}
+}
+
+// dropIdle forgets the clients silent since before cut (ns) and says how
+// many. The caller holds sh.mu.
+func (sh *ipShard) dropIdle(cut int64) int {
+	n := 0
+	for ip, b := range sh.m {
+		if b.last.Load() < cut {
+			delete(sh.m, ip)
+			n++
+		}
+	}
+	return n
 }
 
 // Clients is the number of clients the per-IP limit tracks.

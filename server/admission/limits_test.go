@@ -76,7 +76,8 @@ func TestIPTableIsBounded(t *testing.T) {
 
 func TestInflight(t *testing.T) {
 	f := NewInflight(2, 0)
-	if !f.Acquire() || !f.Acquire() || f.Acquire() {
+	first, second, third := f.Acquire(), f.Acquire(), f.Acquire()
+	if !first || !second || third {
 		t.Fatal("bound of 2 not kept")
 	}
 	f.Release()
