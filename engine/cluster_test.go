@@ -13,8 +13,9 @@ import (
 type scriptedLedger struct {
 	first    *Order
 	err      error
-	claims   int
-	unclaims int
+	claims     int
+	unclaims   int
+	unclaimErr error
 }
 
 func (l *scriptedLedger) Claim(context.Context, *Order, int64) (*Order, error) {
@@ -22,7 +23,7 @@ func (l *scriptedLedger) Claim(context.Context, *Order, int64) (*Order, error) {
 	return l.first, l.err
 }
 
-func (l *scriptedLedger) Unclaim(context.Context, *Order) error { l.unclaims++; return nil }
+func (l *scriptedLedger) Unclaim(context.Context, *Order) error { l.unclaims++; return l.unclaimErr }
 
 func TestClaimOutcomesFromOtherNodes(t *testing.T) {
 	led := &scriptedLedger{}
@@ -63,6 +64,56 @@ func TestClaimOutcomesFromOtherNodes(t *testing.T) {
 	}
 	if led.unclaims != 0 {
 		t.Fatal("unclaimed a claim that was never made")
+	}
+}
+
+// TestSinkFailureOutcomes: when the order sink fails, the ledger decides.
+// An undo the ledger refuses because the order was stored after all makes
+// the purchase stand; an undo that fails leaves the units out of the
+// shards, for the ledger's reconciliation; a clean undo gives all back.
+func TestSinkFailureOutcomes(t *testing.T) {
+	led := &scriptedLedger{}
+	sink := &memSink{}
+	e, err := New(Options{Sink: sink, Catalog: &memCatalog{}, Ledger: led})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	ctx := context.Background()
+	e.PutItem(ctx, Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
+	sink.setFail(errors.New("produce timed out"))
+
+	if _, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "a", Quantity: 1}); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("clean undo: %v", err)
+	}
+	if v, _ := e.Item("it"); v.StockLeft != 5 || v.Pending != 0 {
+		t.Fatalf("after a clean undo: %+v", v)
+	}
+
+	led.unclaimErr = ErrOrderStored
+	o, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "b", RequestID: "rb", Quantity: 1})
+	if err != nil || o == nil {
+		t.Fatalf("stored after all: %v %v", o, err)
+	}
+	if v, _ := e.Item("it"); v.StockLeft != 4 || v.Sold != 1 || v.Pending != 0 {
+		t.Fatalf("after a purchase stored after all: %+v", v)
+	}
+	if again, replayed, _ := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "b", RequestID: "rb", Quantity: 1}); again != o || !replayed {
+		t.Fatal("a purchase stored after all is not replayed")
+	}
+
+	led.unclaimErr = errors.New("redis down")
+	if _, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "c", Quantity: 1}); CodeOf(err) != CodeUnavailable {
+		t.Fatalf("failed undo: %v", err)
+	}
+	if v, _ := e.Item("it"); v.StockLeft != 3 || v.Sold != 1 || v.Pending != 0 {
+		t.Fatalf("a unit whose claim could not be undone went back to the shards: %+v", v)
+	}
+	// The user's slot is free again: it is the claim that is in doubt.
+	led.unclaimErr = nil
+	sink.setFail(nil)
+	if _, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "c", Quantity: 1}); err != nil {
+		t.Fatalf("the user after a failed undo: %v", err)
 	}
 }
 

@@ -16,7 +16,11 @@ type Ledger interface {
 	// when the user is over the limit across nodes, and, when o's request
 	// id already won (on any node), that first order, claiming nothing.
 	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
-	// Unclaim undoes a claim whose purchase failed later.
+	// Unclaim undoes a claim whose purchase failed later. It answers
+	// ErrOrderStored, undoing nothing, when o reached the order database
+	// anyway: the purchase then stands. On any other error the claim stays
+	// until the ledger's reconciliation settles it, and the engine keeps
+	// the units out of its shards meanwhile.
 	Unclaim(ctx context.Context, o *Order) error
 }
 
@@ -39,10 +43,12 @@ type StockSource interface {
 // OrderSink makes accepted orders durable: the embedded store's group
 // commit, or a Kafka produce acknowledged by the brokers.
 type OrderSink interface {
-	// Append returns nil once o is durable and an error once it is certain
-	// that o will never be. It must not return while the outcome is
-	// unknown, whatever ctx says: on error the engine gives the stock back,
-	// and an order that became durable anyway would be sold twice.
+	// Append returns nil once o is durable, and an error once o can never
+	// be stored: either it is certain o was not written, or (Kafka) a
+	// record that lands late is refused by the writers because the
+	// ledger's Unclaim, which the engine calls next, turned the claim into
+	// a tombstone. On error the engine gives the stock back, so an order
+	// that could still be stored would be sold twice.
 	Append(ctx context.Context, o *Order) error
 }
 

@@ -410,7 +410,10 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	r.claimed = o
 	if err := e.sink.Append(ctx, o); err != nil {
-		return nil, false, errors.Join(unavailable("cannot store order", err), r.undo(ctx))
+		if uerr := r.undo(ctx); !errors.Is(uerr, ErrOrderStored) {
+			return nil, false, errors.Join(unavailable("cannot store order", err), uerr)
+		}
+		// The record landed after all and a writer stored it: it stands.
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)
@@ -446,17 +449,23 @@ type reservation struct {
 
 // undo gives back everything taken, in reverse order. Only the ledger can
 // fail to give back; its error is returned, and the claim is left for the
-// ledger's reconciliation.
+// ledger's reconciliation, which owns its units from then on: they do not
+// go back to the shards. When the ledger says the order was stored after
+// all (ErrOrderStored), nothing is undone.
 func (r *reservation) undo(ctx context.Context) error {
 	var err error
 	if r.claimed != nil {
-		if uerr := r.e.ledger.Unclaim(ctx, r.claimed); uerr != nil {
+		if uerr := r.e.ledger.Unclaim(ctx, r.claimed); errors.Is(uerr, ErrOrderStored) {
+			return uerr
+		} else if uerr != nil {
 			err = fmt.Errorf("engine: cannot undo claim of order %d: %w", r.claimed.ID, uerr)
 		}
 	}
 	if r.stockHeld {
 		r.it.pending.Add(-r.q)
-		r.it.stock.put(r.q)
+		if err == nil {
+			r.it.stock.put(r.q)
+		}
 	}
 	if r.userHeld {
 		r.it.users.release(r.user, r.q)

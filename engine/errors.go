@@ -50,6 +50,11 @@ var (
 	ErrUnavailable = &Error{CodeUnavailable, "dependency unavailable"}
 )
 
+// ErrOrderStored is what Ledger.Unclaim answers when the claim cannot be
+// undone because the order reached the order database after all (a Kafka
+// produce that failed for the producer but landed): the purchase stands.
+var ErrOrderStored = errors.New("engine: the order was stored after all")
+
 // CodeOf returns the code of err, or "" when err is not a refusal of the engine.
 func CodeOf(err error) Code {
 	if e, ok := err.(*Error); ok { // refusals come bare: no allocation

@@ -36,6 +36,9 @@ type Options struct {
 	IdempotencyWindow time.Duration
 	// Timeout bounds each call to Redis; default 500 ms.
 	Timeout time.Duration
+	// TrackClaims records each claim by order id until a writer stores its
+	// order (orders through Kafka): see claims.go.
+	TrackClaims bool
 }
 
 // Ledger is one node's view of the shared ledger.
@@ -45,6 +48,7 @@ type Ledger struct {
 	prefix  string
 	window  time.Duration
 	timeout time.Duration
+	track   string // "1" when claims are tracked, else "0"
 }
 
 // bound gives a call its timeout.
@@ -68,15 +72,19 @@ func New(c rueidis.Client, node int, o Options) *Ledger {
 	if o.Timeout <= 0 {
 		o.Timeout = 500 * time.Millisecond
 	}
-	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout}
+	track := "0"
+	if o.TrackClaims {
+		track = "1"
+	}
+	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout, track: track}
 }
 
 // keys of an item; they share the hash tag {prefix:item}.
-type keys struct{ stock, leases, users, tag string }
+type keys struct{ stock, leases, users, claims, tag string }
 
 func (l *Ledger) keys(item string) keys {
 	tag := "{" + l.prefix + ":" + item + "}"
-	return keys{stock: tag + ":stock", leases: tag + ":leases", users: tag + ":users", tag: tag}
+	return keys{stock: tag + ":stock", leases: tag + ":leases", users: tag + ":users", claims: tag + ":claims", tag: tag}
 }
 
 // reqKey is the key of a (user, request id); the user's length comes
@@ -154,9 +162,9 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	defer cancel()
 	k := l.keys(o.ItemID)
 	req, has := k.requestOf(o)
-	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
+	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
-		strconv.Itoa(int(l.window.Seconds())), has}).ToArray()
+		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10), claimRecord(o)}).ToArray()
 	if err != nil || len(vals) != 2 {
 		return nil, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
 	}
@@ -173,16 +181,21 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	return nil, ErrNotLeased
 }
 
-// Unclaim undoes a claim whose purchase failed later (engine.Ledger).
+// Unclaim undoes a claim whose purchase failed later (engine.Ledger). A
+// tracked claim that a writer has already stored is kept, and Unclaim says
+// so with engine.ErrOrderStored.
 func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(o.ItemID)
 	req, has := k.requestOf(o)
-	err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req}, []string{l.node, o.UserID,
-		strconv.FormatInt(o.Quantity, 10), encodeOrder(o), has}).Error()
+	n, err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
+		strconv.FormatInt(o.Quantity, 10), strconv.FormatUint(o.ID, 10), has, l.track}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("redisledger: cannot unclaim: %w", err)
+	}
+	if n == 2 {
+		return engine.ErrOrderStored
 	}
 	return nil
 }
@@ -210,9 +223,11 @@ func decodeOrder(s string, req *engine.Order) (*engine.Order, error) {
 		Quantity: q, PriceCents: price, CreatedAt: time.UnixMilli(ms).UTC(), Status: engine.Accepted}, nil
 }
 
-// Audit is an item's ledger at one instant (read in one MULTI).
+// Audit is an item's ledger at one instant (read in one MULTI). Pending
+// counts the claimed units whose orders no writer has stored yet (tracked
+// claims only).
 type Audit struct {
-	Total, Remaining, Claimed int64
+	Total, Remaining, Claimed, Pending int64
 	Leases                    map[string]int64 // by node
 }
 
@@ -225,8 +240,11 @@ func (a Audit) Leased() int64 {
 	return n
 }
 
-// Balanced reports whether total = remaining + leased + claimed.
-func (a Audit) Balanced() bool { return a.Total == a.Remaining+a.Leased()+a.Claimed }
+// Balanced reports whether total = remaining + leased + claimed, with
+// 0 <= pending <= claimed.
+func (a Audit) Balanced() bool {
+	return a.Total == a.Remaining+a.Leased()+a.Claimed && a.Pending >= 0 && a.Pending <= a.Claimed
+}
 
 // Audit reads an item's ledger atomically.
 func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
@@ -247,7 +265,7 @@ func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
 	if err := errors.Join(err1, err2); err != nil {
 		return Audit{}, fmt.Errorf("redisledger: cannot audit %q: %w", item, err)
 	}
-	return Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Leases: leases}, nil
+	return Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Pending: stock["pending"], Leases: leases}, nil
 }
 
 func errOr(err error, msg string) error {

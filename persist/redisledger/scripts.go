@@ -11,10 +11,19 @@ import "github.com/redis/rueidis"
 //	users   hash: user id -> units claimed by that user
 //	req:... string: the order id that first answered a (user, request id),
 //	        with the idempotency window as its expiry
+//	claims  hash (only when orders go through Kafka): order id ->
+//	        "state|q|created ms|user|request id", state p (pending: claimed,
+//	        not yet in the order database), s (stored by a writer) or a
+//	        (aborted: given back; a record of it arriving late is refused)
 //
 // Invariant, at every instant, since each script moves units atomically:
 //
-//	total = remaining + sum(leases) + claimed
+//	total = remaining + sum(leases) + claimed, and pending <= claimed
+//
+// where pending (a field of stock) counts the units of claims in state p.
+// A claim moves p -> s (persist, by a writer) or p -> a (unclaim by its
+// node, or abandon by the reconciler), never back: whichever script runs
+// first decides, so an order is either stored with its unit or refused.
 
 // putItem sets the total of an item, creating it; lowering the total
 // takes from the unleased pool only.
@@ -60,9 +69,10 @@ return n
 // user's count against the limit across all nodes and recording the
 // request id, or answers with the order that first used the request id.
 // KEYS: stock, leases, users, req (or the same key as users when there is
-// no request id). ARGV: node, user, q, limit, order id, window seconds,
-// has request id (1/0). Returns {1, ""} claimed, {2, order id} replay,
-// {0, "limit"} over the limit, {0, "lease"} the node holds fewer units.
+// no request id), claims. ARGV: node, user, q, limit, encoded order, window
+// seconds, has request id (1/0), track (1/0), order id, claim record.
+// Returns {1, ""} claimed, {2, order} replay, {0, "limit"} over the limit,
+// {0, "lease"} the node holds fewer units.
 var claim = rueidis.NewLuaScript(`
 local q = tonumber(ARGV[3])
 if ARGV[7] == '1' then
@@ -79,23 +89,84 @@ redis.call('HINCRBY', KEYS[1], 'claimed', q)
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[4], ARGV[5], 'EX', tonumber(ARGV[6]))
 end
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+  redis.call('HINCRBY', KEYS[1], 'pending', q)
+end
 return {1, ''}
 `)
 
-// unclaim undoes a claim whose purchase failed later: the units go back to
-// the node's lease, the user's count down, the request id is forgotten
-// (only if it still names this order).
-// KEYS: stock, leases, users, req. ARGV: node, user, q, order id, has
-// request id. Returns 1, or 0 when there was no such claim.
-var unclaim = rueidis.NewLuaScript(`
-local q = tonumber(ARGV[3])
-local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+// release is the part of unclaim and abandon that gives a claim's units
+// back: the user's count down, the request id forgotten (only if it still
+// names this order), the claim's units out of claimed and, for a tracked
+// claim, out of pending, and the claim turned into a tombstone.
+// It expects q, the user, the request key, "has request id", the order
+// id and the claim record (cur, false when untracked) in locals, and KEYS[1] = stock, users and claims as named.
+const release = `
+local held = tonumber(redis.call('HGET', users, user) or '0')
 if held < q then return 0 end
-if ARGV[5] == '1' and redis.call('GET', KEYS[4]) == ARGV[4] then
-  redis.call('DEL', KEYS[4])
+if has == '1' then
+  local first = redis.call('GET', req)
+  if first and string.match(first, '^(%d+)|') == id then redis.call('DEL', req) end
 end
-if held == q then redis.call('HDEL', KEYS[3], ARGV[2]) else redis.call('HINCRBY', KEYS[3], ARGV[2], -q) end
+if held == q then redis.call('HDEL', users, user) else redis.call('HINCRBY', users, user, -q) end
 redis.call('HINCRBY', KEYS[1], 'claimed', -q)
+if cur then
+  redis.call('HINCRBY', KEYS[1], 'pending', -q)
+  redis.call('HSET', claims, id, 'a' .. string.sub(cur, 2))
+end
+`
+
+// unclaim undoes a claim whose purchase failed later: the units go back to
+// the node's lease. A tracked claim is undone only while pending: one a
+// writer already stored is kept (the order exists).
+// KEYS: stock, leases, users, req, claims. ARGV: node, user, q, order id,
+// has request id, track (1/0). Returns 1 undone, 0 no
+// such claim (or already undone), 2 stored by a writer: kept.
+var unclaim = rueidis.NewLuaScript(`
+local q, user, req, has, users, claims, id = tonumber(ARGV[3]), ARGV[2], KEYS[4], ARGV[5], KEYS[3], KEYS[5], ARGV[4]
+local cur = false
+if ARGV[6] == '1' then
+  cur = redis.call('HGET', claims, id)
+  if not cur then return 0 end
+  local st = string.sub(cur, 1, 1)
+  if st == 's' then return 2 end
+  if st ~= 'p' then return 0 end
+end
+` + release + `
 redis.call('HINCRBY', KEYS[2], ARGV[1], q)
+return 1
+`)
+
+// abandon undoes a pending claim no record can still store (its node died
+// between the claim and the Kafka ack, or its undo failed): the units go
+// back to the pool, since the node that claimed them may be gone.
+// KEYS: stock, users, claims, req (or users when none). ARGV: order id, the
+// claim record as read (the script acts only if it is unchanged), user, q,
+// has request id. Returns 1 abandoned, 0 changed meanwhile.
+var abandon = rueidis.NewLuaScript(`
+local id, users, claims, req = ARGV[1], KEYS[2], KEYS[3], KEYS[4]
+local user, q, has = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local cur = redis.call('HGET', claims, id)
+if cur ~= ARGV[2] or string.sub(cur, 1, 1) ~= 'p' then return 0 end
+` + release + `
+redis.call('HINCRBY', KEYS[1], 'remaining', q)
+return 1
+`)
+
+// persist marks a pending claim stored, for a writer about to insert its
+// order: from then on nothing can undo it.
+// KEYS: stock, claims. ARGV: order id. Returns 1 (store it: newly marked or
+// already stored, a redelivery), 0 aborted (its units were given back:
+// refuse it), -1 no such claim.
+var persist = rueidis.NewLuaScript(`
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur then return -1 end
+local st = string.sub(cur, 1, 1)
+if st == 's' then return 1 end
+if st ~= 'p' then return 0 end
+local q = tonumber(string.match(cur, '^p|(%d+)|'))
+redis.call('HSET', KEYS[2], ARGV[1], 's' .. string.sub(cur, 2))
+redis.call('HINCRBY', KEYS[1], 'pending', -q)
 return 1
 `)
