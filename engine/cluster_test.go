@@ -11,8 +11,8 @@ import (
 
 // scriptedLedger answers claims as told.
 type scriptedLedger struct {
-	first    *Order
-	err      error
+	first      *Order
+	err        error
 	claims     int
 	unclaims   int
 	unclaimErr error

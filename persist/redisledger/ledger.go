@@ -228,7 +228,7 @@ func decodeOrder(s string, req *engine.Order) (*engine.Order, error) {
 // claims only).
 type Audit struct {
 	Total, Remaining, Claimed, Pending int64
-	Leases                    map[string]int64 // by node
+	Leases                             map[string]int64 // by node
 }
 
 // Leased is the sum of the leases.
