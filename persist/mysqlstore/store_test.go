@@ -1,0 +1,97 @@
+package mysqlstore
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/mysqlstore/mysqltest"
+)
+
+func open(t *testing.T, dsn string, tables int) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), Options{DSN: dsn, Tables: tables, Workers: 4, MaxRows: 7})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func orders(n int, first uint64) []*engine.Order {
+	out := make([]*engine.Order, n)
+	for i := range out {
+		req := ""
+		if i%2 == 0 {
+			req = fmt.Sprintf("r|%d", i) // any printable character
+		}
+		out[i] = &engine.Order{ID: first + uint64(i), ItemID: "it", UserID: fmt.Sprintf("u-%d", i%40), Quantity: 1,
+			PriceCents: 19900, RequestID: req, CreatedAt: time.UnixMilli(1_800_000_000_123 + int64(i)).UTC()}
+	}
+	return out
+}
+
+// TestWriteIsIdempotent: batches split across tables and statements land
+// once, a redelivered batch adds nothing, and every field reads back.
+func TestWriteIsIdempotent(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, mysqltest.DSN(t), 8)
+	in := orders(100, 1000)
+	if err := s.Write(ctx, in); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Write(ctx, append(in[50:], orders(10, 5000)...)); err != nil { // redelivery and new ones
+		t.Fatal(err)
+	}
+	if n, err := s.Count(ctx); err != nil || n != 110 {
+		t.Fatalf("rows: %d %v, want 110", n, err)
+	}
+	for _, want := range in[:3] {
+		got, ok, err := s.Order(ctx, want.ID)
+		if err != nil || !ok {
+			t.Fatalf("order %d: %v %v", want.ID, ok, err)
+		}
+		w := *want
+		w.Status = engine.Persisted
+		if *got != w {
+			t.Fatalf("order read back\n got %+v\nwant %+v", got, w)
+		}
+	}
+	if _, ok, err := s.Order(ctx, 1); ok || err != nil {
+		t.Fatalf("missing order: %v %v", ok, err)
+	}
+	list, err := s.UserOrders(ctx, "u-3")
+	if err != nil || len(list) != 4 { // 3, 43, 83 and the later 3
+		t.Fatalf("user orders: %d %v", len(list), err)
+	}
+	for i := 1; i < len(list); i++ {
+		if list[i].ID >= list[i-1].ID {
+			t.Fatal("user orders not newest first")
+		}
+	}
+	if sold, _ := s.Sold(ctx, "it"); sold != 110 {
+		t.Fatalf("sold %d", sold)
+	}
+	// One user's orders are in one table, and the users spread.
+	seen := map[string]bool{}
+	for i := 0; i < 40; i++ {
+		seen[s.TableOf(fmt.Sprintf("u-%d", i))] = true
+	}
+	if len(seen) < 5 {
+		t.Fatalf("40 users fell into %d of 8 tables", len(seen))
+	}
+}
+
+// TestMigration is idempotent and refuses another number of tables.
+func TestMigration(t *testing.T) {
+	dsn := mysqltest.DSN(t)
+	open(t, dsn, 4)
+	open(t, dsn, 4)
+	_, err := Open(context.Background(), Options{DSN: dsn, Tables: 8})
+	if err == nil || !strings.Contains(err.Error(), "holds 4 order tables") {
+		t.Fatalf("another table count: %v", err)
+	}
+}
