@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/server"
 	"github.com/flashsale/flashsale/server/admission"
 )
@@ -56,18 +57,29 @@ var (
 	jwtSecretFile  = flag.String("jwt-secret-file", "", "With -identity=jwt: file holding the HMAC key (at least 32 bytes). A file, not a flag value, so the key stays out of process listings.")
 	jwtLeeway      = flag.Duration("jwt-leeway", 30*time.Second, "With -identity=jwt: clock skew allowed on a token's exp and nbf.")
 
-	// Cluster mode, part 1: the stock pool and the claims in Redis. Kafka,
-	// MySQL and the writer role come later; their flags are reserved so that
-	// scripts written for them fail loudly today.
+	// Cluster mode, part 1: the stock pool and the claims in Redis.
 	redisAddr    = flag.String("redis", "", "Redis address (host:port): cluster mode. Nodes lease stock from a pool in Redis and confirm every winner there (per-user limit and request ids across nodes). Needs -node-id >= 1, unique per node.")
 	redisPrefix  = flag.String("redis-prefix", "fs", "Prefix of the keys in Redis; nodes of one sale share it.")
 	redisTimeout = flag.Duration("redis-timeout", 500*time.Millisecond, "Bound on each call to Redis; past it the purchase gets 503 and the call counts against the Redis circuit breaker.")
 	nodeTTL      = flag.Duration("node-ttl", 10*time.Second, "Cluster mode: a node that misses its heartbeats this long is dead; others give its leased units back to the pool.")
 	reconcileInt = flag.Duration("reconcile-interval", 5*time.Second, "Cluster mode: how often a node looks for dead nodes' leases to give back.")
 	maxLease     = flag.Int64("max-lease", 64, "Most units one lease takes from the pool in cluster mode. Leases shrink near the end of the stock, so no node sits on the last units.")
-	kafkaBrokers = flag.String("kafka", "", "Kafka seed brokers. Not available in this release.")
-	mysqlDSN     = flag.String("mysql", "", "MySQL DSN. Not available in this release.")
-	role         = flag.String("role", "edge", "edge serves HTTP; writer (moving orders from Kafka to MySQL) is not available in this release.")
+	// Cluster mode, part 2: orders through Kafka into MySQL.
+	kafkaBrokers    = flag.String("kafka", "", "Kafka seed brokers, comma separated. With -redis, an order is durable when Kafka acknowledged it (acks=all), and -mysql is needed for order reads. Production points at a real Kafka cluster; tools/devbroker is for one machine.")
+	mysqlDSN        = flag.String("mysql", "", "MySQL DSN, e.g. user:pass@tcp(127.0.0.1:3306)/flashsale: the order database (writer role, and order reads in cluster mode).")
+	role            = flag.String("role", "edge", "edge serves HTTP; writer moves orders from Kafka into MySQL (needs -kafka, -mysql and -redis).")
+	kafkaTopic      = flag.String("kafka-topic", "flashsale.orders", "Topic of the orders; dead letters go to <topic>.dlq.")
+	kafkaPartitions = flag.Int("kafka-partitions", 12, "Partitions of the topics when this process creates them (at start, if missing).")
+	kafkaReplicas   = flag.Int("kafka-replication", -1, "Replication factor of the topics when this process creates them; -1 is the brokers' default. Use 3 in production.")
+	kafkaAcks       = flag.String("kafka-acks", "all", "Acknowledgement a produce waits for: all (every in-sync replica; the only setting under which a 201 survives a broker loss), leader, none.")
+	kafkaIdem       = flag.Bool("kafka-idempotent", true, "Idempotent producer: a retried produce is written once. Needs -kafka-acks=all.")
+	kafkaLinger     = flag.Duration("kafka-linger", 0, "How long the producer waits to fill a batch; 0 sends at once (concurrent purchases still share batches while a request is in flight).")
+	kafkaBatchBytes = flag.Int("kafka-batch-bytes", 1<<20, "Largest producer batch per partition, bytes.")
+	kafkaTimeout    = flag.Duration("kafka-produce-timeout", 2*time.Second, "Produce deadline: without an ack by then the purchase gets 503 and its claim is undone.")
+	kafkaGroup      = flag.String("kafka-group", "flashsale-writers", "Consumer group of the writers (and whose offsets the claim reconciler watches).")
+	writerBatch     = flag.Int("writer-batch", 2000, "Writer role: most records handled (and rows inserted) per batch.")
+	writerPool      = flag.Int("writer-pool", 8, "Writer role: ants pool size, the INSERT statements run at once.")
+	orderTables     = flag.Int("order-tables", 32, "Order tables in MySQL (orders_00 ..), by hash of the user id. Fixed at the first migration.")
 )
 
 // envOverlay sets every flag not given on the command line from its
@@ -118,8 +130,31 @@ func validate() error {
 	if *dataDir == "" {
 		bad("-data-dir must not be empty")
 	}
-	if *kafkaBrokers != "" || *mysqlDSN != "" || *role != "edge" {
-		bad("-kafka, -mysql and -role=writer are not available in this release")
+	switch *role {
+	case "edge":
+		if *kafkaBrokers != "" && (*redisAddr == "" || *mysqlDSN == "") {
+			bad("-kafka needs -redis (claims) and -mysql (order reads)")
+		}
+		if *mysqlDSN != "" && *kafkaBrokers == "" {
+			bad("-mysql on an edge node needs -kafka: without it orders stay in the embedded store")
+		}
+	case "writer":
+		if *kafkaBrokers == "" || *mysqlDSN == "" || *redisAddr == "" {
+			bad("-role=writer needs -kafka, -mysql and -redis")
+		}
+	default:
+		bad("-role %q: want edge or writer", *role)
+	}
+	if *kafkaBrokers != "" {
+		if err := kafkaConfig().Validate(); err != nil {
+			errs = append(errs, err)
+		}
+		if *kafkaPartitions < 1 || *kafkaReplicas == 0 || *kafkaReplicas < -1 || *kafkaBatchBytes < 1024 {
+			bad("-kafka-partitions >= 1, -kafka-replication -1 or >= 1 and -kafka-batch-bytes >= 1024 are required")
+		}
+	}
+	if *writerBatch < 1 || *writerPool < 1 || *orderTables < 1 || *orderTables > 1000 {
+		bad("-writer-batch and -writer-pool must be positive, -order-tables in [1, 1000]")
 	}
 	if *redisTimeout <= 0 || *maxLease < 1 || *nodeTTL < time.Second/2 || *reconcileInt <= 0 {
 		bad("-redis-timeout, -max-lease and -reconcile-interval must be positive, -node-ttl at least 500ms")
@@ -202,4 +237,17 @@ func serverOptions() server.Options {
 		MaxQueueWait:   *maxQueueWait,
 		TrustedProxies: proxies,
 	}
+}
+
+// kafkaConfig is the Kafka part of the flags.
+func kafkaConfig() orderlog.Config {
+	var brokers []string
+	for _, b := range strings.Split(*kafkaBrokers, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			brokers = append(brokers, b)
+		}
+	}
+	return orderlog.Config{Brokers: brokers, Topic: *kafkaTopic, Partitions: int32(*kafkaPartitions),
+		Replication: int16(*kafkaReplicas), Acks: *kafkaAcks, Idempotent: *kafkaIdem, Linger: *kafkaLinger,
+		BatchBytes: int32(*kafkaBatchBytes), Timeout: *kafkaTimeout}
 }

@@ -23,6 +23,7 @@ import (
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/circuit"
+	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
@@ -56,20 +57,56 @@ func main() {
 		slog.Warn("sonic runs in its encoding/json fallback on this platform: JSON is slower")
 	}
 
-	start := time.Now()
-	store, err := sqlitestore.Open(sqlitestore.Options{Dir: *dataDir, MaxBatch: *storeBatch})
-	if err != nil {
-		fatal("cannot open the order store", err)
+	if *role == "writer" {
+		runWriter()
+		return
 	}
+
+	start := time.Now()
+	registry := prometheus.NewRegistry()
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	breaker := func(name string) circuit.Options {
 		return circuit.Options{Failures: uint32(*breakerFailures), Slow: *breakerSlow, CoolDown: *breakerCoolDown,
 			OnStateChange: func(from, to gobreaker.State) {
 				slog.Warn(name+" circuit changed state", "from", from.String(), "to", to.String())
 			}}
 	}
-	sink := circuit.New("order store", store, breaker("order store"))
-	opts := engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow, Sink: sink, Catalog: store}
-	checks := []server.Check{{Name: "order store", Check: store.Check}, {Name: "order store circuit", Check: sink.Check}}
+	// stops are run in reverse order at shutdown, after the HTTP server.
+	var stops []stop
+	var checks []server.Check
+	opts := engine.Options{Shards: *shards, NodeID: *nodeID, IdempotencyWindow: *idemWindow}
+
+	// The order sink: the embedded store (standalone, and cluster mode
+	// without Kafka) or Kafka, with order reads from MySQL.
+	var rawSink engine.OrderSink
+	var reader server.OrderReader
+	var store *sqlitestore.Store
+	var producer *orderlog.Producer
+	if *kafkaBrokers == "" {
+		var err error
+		store, err = sqlitestore.Open(sqlitestore.Options{Dir: *dataDir, MaxBatch: *storeBatch})
+		if err != nil {
+			fatal("cannot open the order store", err)
+		}
+		rawSink, reader, opts.Catalog = store, store, store
+		checks = append(checks, server.Check{Name: "order store", Check: store.Check})
+		registry.MustRegister(store)
+		stops = append(stops, stop{"order store", store.Close})
+	} else {
+		var more []server.Check
+		producer, reader, more = kafkaSink(&stops)
+		rawSink = producer
+		checks = append(checks, more...)
+		registry.MustRegister(producer)
+	}
+	sink := circuit.New("order sink", rawSink, breaker("order sink"))
+	opts.Sink = sink
+	checks = append(checks, server.Check{Name: "order sink circuit", Check: sink.Check})
+	registry.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "flashsale_circuit_state",
+		Help: "State of the order sink's circuit breaker (embedded store or Kafka): 0 closed, 1 half-open, 2 open.",
+	}, func() float64 { return float64(sink.State()) }))
+
 	var pool *circuit.Ledger
 	var catalog *redisledger.Catalog
 	var ledger *redisledger.Ledger
@@ -81,7 +118,8 @@ func main() {
 			fatal("cannot connect to Redis (-redis)", err)
 		}
 		defer rc.Close()
-		base := redisledger.New(rc, 0, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow, Timeout: *redisTimeout})
+		base := redisledger.New(rc, 0, redisledger.Options{Prefix: *redisPrefix, IdempotencyWindow: *idemWindow,
+			Timeout: *redisTimeout, TrackClaims: *kafkaBrokers != ""})
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		reg, err = base.Register(ctx, *nodeID, *nodeTTL)
 		cancel()
@@ -103,13 +141,15 @@ func main() {
 	if err != nil {
 		fatal("cannot start the engine", err)
 	}
-	snap, err := store.Load(context.Background(), *idemWindow, time.Now())
-	if err != nil {
-		fatal("cannot load the order store", err)
+	var snap engine.Snapshot
+	if store != nil {
+		if snap, err = store.Load(context.Background(), *idemWindow, time.Now()); err != nil {
+			fatal("cannot load the order store", err)
+		}
 	}
 	if catalog != nil {
-		// In cluster mode items live in Redis; this node's store has its
-		// orders.
+		// In cluster mode items live in Redis; this node's store, if any,
+		// has its orders.
 		items, err := catalog.Items(context.Background())
 		if err != nil {
 			fatal("cannot read the item catalogue from Redis", err)
@@ -119,25 +159,20 @@ func main() {
 	if err := eng.Restore(snap); err != nil {
 		fatal("cannot rebuild the engine from the order store", err)
 	}
-	slog.Info("engine rebuilt from the order store", "dir", *dataDir, "items", len(snap.Items),
-		"holdings", len(snap.Holdings), "replayable_requests", len(snap.Replays), "took", time.Since(start))
+	slog.Info("engine rebuilt", "items", len(snap.Items), "holdings", len(snap.Holdings),
+		"replayable_requests", len(snap.Replays), "took", time.Since(start))
 
-	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), store,
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
-			Name: "flashsale_circuit_state",
-			Help: "State of the order store's circuit breaker: 0 closed, 1 half-open, 2 open.",
-		}, func() float64 { return float64(sink.State()) }))
 	lost := make(chan struct{})
 	stopCluster := func() {}
 	if pool != nil {
-		monitor := redisledger.NewMonitor(ledger, func() []string {
+		itemIDs := func() []string {
 			var ids []string
 			for _, v := range eng.Items() {
 				ids = append(ids, v.ID)
 			}
 			return ids
-		})
+		}
+		monitor := redisledger.NewMonitor(ledger, itemIDs)
 		registry.MustRegister(monitor, prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Name: "flashsale_redis_circuit_state",
 			Help: "State of the Redis circuit breaker: 0 closed, 1 half-open, 2 open.",
@@ -146,8 +181,17 @@ func main() {
 		stopCluster = cancel
 		go monitor.Run(ctx, *reconcileInt)
 		go keepRegistration(ctx, reg, *nodeTTL, lost)
+		if producer != nil {
+			gap, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: kafkaConfig(), Group: *kafkaGroup, Ledger: ledger})
+			if err != nil {
+				fatal("cannot start the claim reconciler", err)
+			}
+			registry.MustRegister(gap)
+			go gap.Run(ctx, *reconcileInt, itemIDs)
+			stops = append(stops, stop{"claim reconciler", func() error { gap.Close(); return nil }})
+		}
 	}
-	srv, err := server.New(serverOptions(), eng, store, checks, registry)
+	srv, err := server.New(serverOptions(), eng, reader, checks, registry)
 	if err != nil {
 		fatal("cannot build the HTTP server", err)
 	}
@@ -202,7 +246,9 @@ func main() {
 			return reg.Release(ctx)
 		})
 	}
-	step("order store", store.Close)
+	for i := len(stops) - 1; i >= 0; i-- {
+		step(stops[i].name, stops[i].f)
+	}
 	slog.Info("bye")
 }
 

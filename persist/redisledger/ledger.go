@@ -59,6 +59,10 @@ func (l *Ledger) bound(ctx context.Context) (context.Context, context.CancelFunc
 // Errors of the ledger.
 var (
 	ErrNotLeased = errors.New("redisledger: node claims units it does not hold (BUG)")
+	// ErrClaimSettled: the claim to undo was already undone (by the
+	// reconciler, which gave its units to the pool): the node must not put
+	// them back into its shards.
+	ErrClaimSettled = errors.New("redisledger: the claim was already settled by reconciliation")
 )
 
 // New returns node's ledger over the client c.
@@ -194,8 +198,11 @@ func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
 	if err != nil {
 		return fmt.Errorf("redisledger: cannot unclaim: %w", err)
 	}
-	if n == 2 {
+	switch {
+	case n == 2:
 		return engine.ErrOrderStored
+	case n == 0 && l.track == "1":
+		return ErrClaimSettled
 	}
 	return nil
 }

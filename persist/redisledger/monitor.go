@@ -15,8 +15,8 @@ type Monitor struct {
 	l     *Ledger
 	items func() []string
 
-	remaining, leased, claimed, difference *prometheus.Desc
-	reconciled                             prometheus.Counter
+	remaining, leased, claimed, pending, difference *prometheus.Desc
+	reconciled                                      prometheus.Counter
 }
 
 // NewMonitor watches the items that items lists.
@@ -28,6 +28,7 @@ func NewMonitor(l *Ledger, items func() []string) *Monitor {
 		remaining:  d("remaining", "Units in the Redis pool, leased to no node."),
 		leased:     d("leased", "Units leased to nodes and not yet claimed."),
 		claimed:    d("claimed", "Units claimed by winners across all nodes."),
+		pending:    d("pending", "Claimed units whose orders no writer has stored yet (orders through Kafka)."),
 		difference: d("audit_difference", "stock_total - (remaining + leased + claimed): must be 0; alert on anything else."),
 		reconciled: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_pool_reconciled_units_total",
 			Help: "Units leased to dead nodes and given back to the pool by this node."}),
@@ -62,6 +63,7 @@ func (m *Monitor) Describe(ch chan<- *prometheus.Desc) {
 	ch <- m.remaining
 	ch <- m.leased
 	ch <- m.claimed
+	ch <- m.pending
 	ch <- m.difference
 	m.reconciled.Describe(ch)
 }
@@ -81,6 +83,7 @@ func (m *Monitor) Collect(ch chan<- prometheus.Metric) {
 		g(m.remaining, a.Remaining)
 		g(m.leased, a.Leased())
 		g(m.claimed, a.Claimed)
+		g(m.pending, a.Pending)
 		g(m.difference, a.Total-a.Remaining-a.Leased()-a.Claimed)
 	}
 }
