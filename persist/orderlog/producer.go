@@ -66,8 +66,8 @@ func (c Config) Validate() error {
 	if c.Idempotent && c.Acks != "all" {
 		errs = append(errs, errors.New("an idempotent Kafka producer needs acks=all"))
 	}
-	if c.Linger < 0 || c.Timeout < 10*time.Millisecond {
-		errs = append(errs, errors.New("kafka linger must not be negative and the produce timeout at least 10ms"))
+	if c.Linger < 0 || c.Timeout < time.Second {
+		errs = append(errs, errors.New("kafka linger must not be negative and the produce timeout at least 1s (franz-go's least record timeout)"))
 	}
 	return errors.Join(errs...)
 }

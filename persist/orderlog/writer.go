@@ -104,7 +104,12 @@ var errCrashed = errors.New("orderlog: writer crashed (test)")
 
 // Run consumes until ctx ends or the writer fails for good, then leaves.
 func (w *Writer) Run(ctx context.Context) error {
-	defer w.cl.Close()
+	defer func() {
+		// Leaving the group waits for a rebalance that the polled batch
+		// blocks: allow it first. Uncommitted records go to the next owner.
+		w.cl.AllowRebalance()
+		w.cl.Close()
+	}()
 	for {
 		fetches := w.cl.PollRecords(ctx, w.o.MaxBatch)
 		if ctx.Err() != nil || fetches.IsClientClosed() {

@@ -4,8 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -15,42 +13,12 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/redisledger/redistest"
 )
 
-// client connects to the real Redis (FLASHSALE_TEST_REDIS, default
-// 127.0.0.1:6379). Without one the tests skip, except in CI.
-func client(t testing.TB) rueidis.Client {
-	t.Helper()
-	addr := os.Getenv("FLASHSALE_TEST_REDIS")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
-	if err == nil {
-		err = c.Do(context.Background(), c.B().Ping().Build()).Error()
-	}
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatalf("Redis at %s: %v (.ci/run starts it)", addr, err)
-		}
-		t.Skipf("no Redis at %s: %v", addr, err)
-	}
-	t.Cleanup(c.Close)
-	return c
-}
+func client(t testing.TB) rueidis.Client { return redistest.Client(t) }
 
-// prefix isolates one test's keys, and deletes them afterwards.
-func prefix(t testing.TB, c rueidis.Client) string {
-	p := fmt.Sprintf("fstest-%d", rand.Uint64())
-	t.Cleanup(func() {
-		ctx := context.Background()
-		keys, _ := c.Do(ctx, c.B().Keys().Pattern("{"+p+":*").Build()).AsStrSlice()
-		for _, k := range keys {
-			c.Do(ctx, c.B().Del().Key(k).Build())
-		}
-	})
-	return p
-}
+func prefix(t testing.TB, c rueidis.Client) string { return redistest.Prefix(t, c) }
 
 func order(id uint64, user, req string) *engine.Order {
 	return &engine.Order{ID: id, ItemID: "it", UserID: user, RequestID: req, Quantity: 1, PriceCents: 100,
