@@ -77,6 +77,7 @@ var (
 	kafkaBatchBytes = flag.Int("kafka-batch-bytes", 1<<20, "Largest producer batch per partition, bytes.")
 	kafkaTimeout    = flag.Duration("kafka-produce-timeout", 2*time.Second, "Produce deadline: without an ack by then the purchase gets 503 and its claim is undone.")
 	kafkaGroup      = flag.String("kafka-group", "flashsale-writers", "Consumer group of the writers (and whose offsets the claim reconciler watches).")
+	kafkaSession    = flag.Duration("kafka-session-timeout", 10*time.Second, "Writer role: how long the group waits for a writer that stopped heartbeating (killed) before its partitions move to another. Brokers bound it (group.min.session.timeout.ms, 6s by default).")
 	writerBatch     = flag.Int("writer-batch", 2000, "Writer role: most records handled (and rows inserted) per batch.")
 	writerPool      = flag.Int("writer-pool", 8, "Writer role: ants pool size, the INSERT statements run at once.")
 	orderTables     = flag.Int("order-tables", 32, "Order tables in MySQL (orders_00 ..), by hash of the user id. Fixed at the first migration.")
@@ -152,6 +153,9 @@ func validate() error {
 		if *kafkaPartitions < 1 || *kafkaReplicas == 0 || *kafkaReplicas < -1 || *kafkaBatchBytes < 1024 {
 			bad("-kafka-partitions >= 1, -kafka-replication -1 or >= 1 and -kafka-batch-bytes >= 1024 are required")
 		}
+	}
+	if *kafkaSession < time.Second {
+		bad("-kafka-session-timeout must be at least 1s")
 	}
 	if *writerBatch < 1 || *writerPool < 1 || *orderTables < 1 || *orderTables > 1000 {
 		bad("-writer-batch and -writer-pool must be positive, -order-tables in [1, 1000]")

@@ -82,7 +82,7 @@ func runWriter() {
 	defer rc.Close()
 	ledger := redisledger.New(rc, 0, redisledger.Options{Prefix: *redisPrefix, Timeout: *redisTimeout, TrackClaims: true})
 	w, err := orderlog.NewWriter(orderlog.WriterOptions{Kafka: cfg, Group: *kafkaGroup, MaxBatch: *writerBatch,
-		Claims: ledger, Store: db})
+		SessionTimeout: *kafkaSession, Claims: ledger, Store: db})
 	if err != nil {
 		fatal("cannot join the writers' consumer group", err)
 	}

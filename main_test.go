@@ -271,7 +271,17 @@ func TestCheckConfigAndEnvironment(t *testing.T) {
 	f(true, nil, "-redis", "127.0.0.1:6379") // node id 0: the lowest free one
 	f(true, nil, "-redis", "127.0.0.1:6379", "-node-id", "2")
 	f(false, nil, "-redis", "127.0.0.1:6379", "-node-ttl", "10ms")
-	f(false, nil, "-kafka", "127.0.0.1:9092")
+	f(false, nil, "-kafka", "127.0.0.1:9092") // needs -redis and -mysql
+	kafka := []string{"-redis", "127.0.0.1:6379", "-kafka", "127.0.0.1:9092", "-mysql", "u:p@tcp(127.0.0.1:3306)/db"}
+	f(true, nil, kafka...)
+	f(true, nil, append(kafka, "-role", "writer")...)
+	f(false, nil, "-role", "writer", "-kafka", "127.0.0.1:9092")
+	f(false, nil, "-role", "reader")
+	f(false, nil, "-mysql", "u:p@tcp(127.0.0.1:3306)/db")
+	f(false, nil, append(kafka, "-kafka-acks", "leader")...) // idempotence needs acks=all
+	f(true, nil, append(kafka, "-kafka-acks", "leader", "-kafka-idempotent=false")...)
+	f(false, nil, append(kafka, "-kafka-produce-timeout", "100ms")...)
+	f(false, nil, append(kafka, "-order-tables", "0")...)
 	f(true, nil, "-rate-global", "100", "-rate-ip", "10", "-trusted-proxies", "127.0.0.1, 10.0.0.0/8")
 	f(false, nil, "-trusted-proxies", "10.0.0.0/33")
 	f(false, nil, "-rate-item", "-1")

@@ -2,12 +2,14 @@ package orderlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kadm"
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 
 	"github.com/flashsale/flashsale/persist/redisledger"
@@ -180,9 +182,9 @@ func (g *GapReconciler) endOffsets(ctx context.Context) (map[int32]int64, error)
 // passed reports whether the writers' committed offsets reached end on
 // every partition.
 func (g *GapReconciler) passed(ctx context.Context, end map[int32]int64) (bool, error) {
-	committed, err := g.adm.FetchOffsets(ctx, g.group)
+	committed, err := g.committed(ctx)
 	if err != nil {
-		return false, fmt.Errorf("orderlog: cannot fetch the writers' offsets: %w", err)
+		return false, err
 	}
 	for p, e := range end {
 		if e == 0 {
@@ -196,13 +198,26 @@ func (g *GapReconciler) passed(ctx context.Context, end map[int32]int64) (bool, 
 	return true, nil
 }
 
+// committed reads the writers' committed offsets; a group that does not
+// exist yet has committed nothing.
+func (g *GapReconciler) committed(ctx context.Context) (kadm.OffsetResponses, error) {
+	committed, err := g.adm.FetchOffsets(ctx, g.group)
+	if errors.Is(err, kerr.GroupIDNotFound) {
+		return kadm.OffsetResponses{}, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("orderlog: cannot fetch the writers' offsets: %w", err)
+	}
+	return committed, nil
+}
+
 // Lag is, per partition, how many records the writers have not committed.
 func (g *GapReconciler) Lag(ctx context.Context) (map[int32]int64, error) {
 	end, err := g.endOffsets(ctx)
 	if err != nil {
 		return nil, err
 	}
-	committed, err := g.adm.FetchOffsets(ctx, g.group)
+	committed, err := g.committed(ctx)
 	if err != nil {
 		return nil, err
 	}

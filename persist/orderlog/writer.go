@@ -31,8 +31,11 @@ type WriterOptions struct {
 	Kafka    Config
 	Group    string // consumer group; default "flashsale-writers"
 	MaxBatch int    // records per poll, so per batch of inserts; default 2000
-	Claims   ClaimMarker
-	Store    OrderWriter
+	// SessionTimeout: a writer silent this long (killed) loses its
+	// partitions to the others; default 10 s.
+	SessionTimeout time.Duration
+	Claims         ClaimMarker
+	Store          OrderWriter
 	// crashAfterWrite, in tests, stops the writer after the rows of a batch
 	// are written and before its offsets are committed, as a kill would.
 	crashAfterWrite func() bool
@@ -65,6 +68,9 @@ func NewWriter(o WriterOptions) (*Writer, error) {
 	if o.MaxBatch <= 0 {
 		o.MaxBatch = 2000
 	}
+	if o.SessionTimeout <= 0 {
+		o.SessionTimeout = 10 * time.Second
+	}
 	w := &Writer{o: o,
 		batch: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_writer_batch_records",
 			Help: "Records per batch a writer handles.", Buckets: prometheus.ExponentialBuckets(1, 2, 14)}),
@@ -82,7 +88,7 @@ func NewWriter(o WriterOptions) (*Writer, error) {
 	}
 	opts := append(o.Kafka.clientOpts(), o.Kafka.producerOpts()...)
 	opts = append(opts, kgo.ConsumerGroup(o.Group), kgo.ConsumeTopics(o.Kafka.Topic), kgo.DisableAutoCommit(),
-		kgo.BlockRebalanceOnPoll(), kgo.FetchMaxWait(100*time.Millisecond),
+		kgo.BlockRebalanceOnPoll(), kgo.FetchMaxWait(100*time.Millisecond), kgo.SessionTimeout(o.SessionTimeout),
 		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
 		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
 			for _, ps := range lost {

@@ -5,6 +5,11 @@
 //	fsctl -redis 127.0.0.1:6379 reconcile [item ...]  give dead nodes' leases back
 //	fsctl -redis 127.0.0.1:6379 nodes                  the registered nodes
 //
+// With orders through Kafka, -kafka makes reconcile also settle the claims
+// whose order never reached Kafka (once the writers have passed the
+// produce deadline: see orderlog.GapReconciler), and -mysql adds the rows
+// stored in MySQL to the audit.
+//
 // Without items it works on every item of the catalogue. The nodes do both
 // by themselves (reconcile every -reconcile-interval, audit at each
 // /metrics scrape); this is for operators and scripts.
@@ -23,6 +28,8 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flashsale/flashsale/persist/mysqlstore"
+	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
 
@@ -35,6 +42,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	addr := fs.String("redis", "127.0.0.1:6379", "Redis address")
 	prefix := fs.String("redis-prefix", "fs", "prefix of the cluster's keys")
+	kafka := fs.String("kafka", "", "Kafka seed brokers (comma separated): reconcile also settles claims with no order in Kafka")
+	topic := fs.String("kafka-topic", "flashsale.orders", "topic of the orders")
+	group := fs.String("kafka-group", "flashsale-writers", "consumer group of the writers")
+	produceTimeout := fs.Duration("kafka-produce-timeout", 2*time.Second, "the edge nodes' produce deadline")
+	wait := fs.Duration("wait", 30*time.Second, "reconcile: how long to wait for the writers to pass the checkpoint")
+	dsn := fs.String("mysql", "", "MySQL DSN: audit also counts the units stored in MySQL")
+	tables := fs.Int("order-tables", 32, "order tables in MySQL")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -48,7 +62,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	defer c.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+*wait)
 	defer cancel()
 	l := redisledger.New(c, 0, redisledger.Options{Prefix: *prefix})
 	items := fs.Args()[1:]
@@ -64,7 +78,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	switch fs.Arg(0) {
 	case "audit":
-		return audit(ctx, l, items, stdout, stderr)
+		var db *mysqlstore.Store
+		if *dsn != "" {
+			if db, err = mysqlstore.Open(ctx, mysqlstore.Options{DSN: *dsn, Tables: *tables}); err != nil {
+				fmt.Fprintf(stderr, "fsctl: %v\n", err)
+				return 1
+			}
+			defer db.Close()
+		}
+		return audit(ctx, l, db, items, stdout, stderr)
 	case "reconcile":
 		for _, it := range items {
 			n, err := l.Reconcile(ctx, it)
@@ -74,6 +96,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 			}
 			fmt.Fprintf(stdout, "%s: %d units of dead nodes given back to the pool\n", it, n)
 		}
+		if *kafka == "" {
+			return 0
+		}
+		cfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Timeout: *produceTimeout}
+		res, err := settleClaims(ctx, cfg, *group, l, items, *wait)
+		if err != nil {
+			fmt.Fprintf(stderr, "fsctl: %v\n", err)
+			return 1
+		}
+		fmt.Fprintf(stdout, "claims with no order in Kafka given back: %d; settled claims forgotten: %d; pending (too recent): %d\n",
+			res.Abandoned, res.Forgotten, res.Pending)
 		return 0
 	case "nodes":
 		keys, err := c.Do(ctx, c.B().Keys().Pattern(*prefix+":node:*").Build()).AsStrSlice()
@@ -92,11 +125,35 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// audit prints each item's ledger; the exit status is 1 when one does not
-// balance.
-func audit(ctx context.Context, l *redisledger.Ledger, items []string, stdout, stderr io.Writer) int {
+// settleClaims takes a checkpoint of the orders topic, waits (up to wait)
+// for the writers to pass it, and settles the claims it makes certain.
+func settleClaims(ctx context.Context, cfg orderlog.Config, group string, l *redisledger.Ledger, items []string, wait time.Duration) (orderlog.GapResult, error) {
+	g, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: cfg, Group: group, Ledger: l})
+	if err != nil {
+		return orderlog.GapResult{}, err
+	}
+	defer g.Close()
+	if _, err := g.Pass(ctx, items); err != nil { // the checkpoint
+		return orderlog.GapResult{}, err
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		res, err := g.Pass(ctx, items)
+		if err != nil || res.Passed {
+			return res, err
+		}
+		if time.Now().After(deadline) {
+			return res, fmt.Errorf("the writers (group %s) did not pass the checkpoint within %v: are they running?", group, wait)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// audit prints each item's ledger (and, with db, the units stored in
+// MySQL); the exit status is 1 when one does not balance.
+func audit(ctx context.Context, l *redisledger.Ledger, db *mysqlstore.Store, items []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "item\ttotal\tremaining\tleased\tclaimed\tdifference\tbalanced\t")
+	fmt.Fprintln(tw, "item\ttotal\tremaining\tleased\tclaimed\tpending\tin_mysql\tdifference\tbalanced\t")
 	status := 0
 	for _, it := range items {
 		a, err := l.Audit(ctx, it)
@@ -105,7 +162,16 @@ func audit(ctx context.Context, l *redisledger.Ledger, items []string, stdout, s
 			return 1
 		}
 		diff := a.Total - a.Remaining - a.Leased() - a.Claimed
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%v\t\n", it, a.Total, a.Remaining, a.Leased(), a.Claimed, diff, a.Balanced())
+		stored := "-"
+		if db != nil {
+			n, err := db.Sold(ctx, it)
+			if err != nil {
+				fmt.Fprintf(stderr, "fsctl: %v\n", err)
+				return 1
+			}
+			stored = fmt.Sprint(n)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\t\n", it, a.Total, a.Remaining, a.Leased(), a.Claimed, a.Pending, stored, diff, a.Balanced())
 		if !a.Balanced() {
 			status = 1
 		}
