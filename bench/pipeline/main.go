@@ -1,0 +1,236 @@
+// Command pipeline measures cluster mode's order path behind the engine:
+// claim in Redis -> produce to Kafka (acks=all) -> writers -> MariaDB, with
+// the writers' batch size and ants pool size as the knobs.
+//
+//	go run ./bench/pipeline -orders 20000 -batch 100,1000 -pool 2,8
+//
+// For each combination it claims and produces -orders orders from
+// -producers goroutines (a flash sale's winners arriving at once), with
+// -writers writers consuming, and reports the produce latency, the
+// end-to-end orders per second (first produce to last row in MySQL), the
+// largest consumer lag and how long the lag took to drain after the last
+// acknowledgement. Kafka is kfake in process unless -kafka names brokers;
+// Redis and MariaDB are the real ones (-redis, -mysql; a throwaway
+// database is created and dropped for each run).
+package main
+
+import (
+	"context"
+	"database/sql"
+	"flag"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"text/tabwriter"
+	"time"
+
+	"github.com/HdrHistogram/hdrhistogram-go"
+	"github.com/go-sql-driver/mysql"
+	"github.com/redis/rueidis"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/mysqlstore"
+	"github.com/flashsale/flashsale/persist/orderlog"
+	"github.com/flashsale/flashsale/persist/redisledger"
+)
+
+func main() {
+	orders := flag.Int("orders", 20000, "orders per run")
+	producers := flag.Int("producers", 256, "concurrent producing goroutines (winners in flight)")
+	writers := flag.Int("writers", 2, "writers in the consumer group")
+	batches := flag.String("batch", "100,500,2000", "writer batch sizes to try (records per poll), comma separated")
+	pools := flag.String("pool", "1,4,8", "ants pool sizes to try, comma separated")
+	partitions := flag.Int("partitions", 12, "partitions of the orders topic")
+	linger := flag.Duration("linger", 0, "producer linger")
+	kafka := flag.String("kafka", "", "Kafka brokers; empty runs kfake in process")
+	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis")
+	dsn := flag.String("mysql", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale_test", "MySQL DSN of a user that may create flashsale_test_* databases")
+	flag.Parse()
+
+	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, DisableCache: true})
+	check(err)
+	defer rc.Close()
+
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "batch\tpool\torders/s\tproduce p50\tp99\tp99.9\tmax lag\tdrain after last ack\trows\t")
+	for _, b := range ints(*batches) {
+		for _, p := range ints(*pools) {
+			r := run(rc, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger)
+			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%d\t%v\t%d\t\n", b, p, r.rate, r.p50, r.p99, r.p999, r.maxLag,
+				r.drain.Round(time.Millisecond), r.rows)
+			tw.Flush()
+		}
+	}
+}
+
+type result struct {
+	rate           float64
+	p50, p99, p999 time.Duration
+	maxLag         int64
+	drain          time.Duration
+	rows           int64
+}
+
+func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration) result {
+	ctx := context.Background()
+	// A fresh broker, keys and database for each run.
+	var cfg orderlog.Config
+	if brokers == "" {
+		kf, err := kfake.NewCluster(kfake.NumBrokers(1))
+		check(err)
+		defer kf.Close()
+		cfg.Brokers = kf.ListenAddrs()
+	} else {
+		cfg.Brokers = strings.Split(brokers, ",")
+	}
+	cfg.Topic = fmt.Sprintf("bench.%d", rand.Uint32())
+	cfg.Partitions, cfg.Idempotent, cfg.Linger = partitions, true, linger
+	check(orderlog.EnsureTopics(ctx, cfg))
+	dsn, drop := database(baseDSN)
+	defer drop()
+	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Workers: pool, MaxRows: batch})
+	check(err)
+	defer db.Close()
+	prefix := fmt.Sprintf("bench-%d", rand.Uint32())
+	defer func() {
+		keys, _ := rc.Do(ctx, rc.B().Keys().Pattern("{"+prefix+":*").Build()).AsStrSlice()
+		for _, k := range keys {
+			rc.Do(ctx, rc.B().Del().Key(k).Build())
+		}
+	}()
+	ledger := redisledger.New(rc, 1, redisledger.Options{Prefix: prefix, TrackClaims: true, Timeout: 5 * time.Second})
+	check(ledger.PutItem(ctx, "it", int64(n)))
+	_, _, err = ledger.Lease(ctx, "it", int64(n))
+	check(err)
+
+	group := "bench-" + cfg.Topic
+	wctx, stopWriters := context.WithCancel(ctx)
+	var wg sync.WaitGroup
+	for range writers {
+		w, err := orderlog.NewWriter(orderlog.WriterOptions{Kafka: cfg, Group: group, MaxBatch: batch,
+			Claims: redisledger.New(rc, 0, redisledger.Options{Prefix: prefix, TrackClaims: true}), Store: db})
+		check(err)
+		wg.Go(func() { w.Run(wctx) })
+	}
+	defer func() { stopWriters(); wg.Wait() }()
+	gap, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: cfg, Group: group, Ledger: ledger})
+	check(err)
+	defer gap.Close()
+	p, err := orderlog.NewProducer(cfg)
+	check(err)
+	defer p.Close(ctx)
+
+	// Lag sampler: records produced and not yet committed by the writers.
+	var maxLag atomic.Int64
+	var lastAck atomic.Int64
+	sampling, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go func() {
+		for sampling.Err() == nil {
+			if lag, err := gap.Lag(sampling); err == nil {
+				var sum int64
+				for _, l := range lag {
+					sum += l
+				}
+				if sum > maxLag.Load() {
+					maxLag.Store(sum)
+				}
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}()
+
+	hist := hdrhistogram.New(1, int64(10*time.Second/time.Microsecond), 3)
+	var mu sync.Mutex
+	next := atomic.Int64{}
+	start := time.Now()
+	var pw sync.WaitGroup
+	for range producers {
+		pw.Go(func() {
+			for {
+				i := next.Add(1)
+				if i > int64(n) {
+					return
+				}
+				o := &engine.Order{ID: uint64(i), ItemID: "it", UserID: "u" + strconv.FormatInt(i, 10), Quantity: 1,
+					PriceCents: 100, CreatedAt: time.Now().UTC().Truncate(time.Millisecond)}
+				if _, err := ledger.Claim(ctx, o, 1); err != nil {
+					check(err)
+				}
+				t := time.Now()
+				if err := p.Append(ctx, o); err != nil {
+					check(err)
+				}
+				d := time.Since(t)
+				mu.Lock()
+				hist.RecordValue(d.Microseconds())
+				mu.Unlock()
+				lastAck.Store(time.Now().UnixNano())
+			}
+		})
+	}
+	pw.Wait()
+	var rows int64
+	for {
+		rows, err = db.Count(ctx)
+		check(err)
+		if rows >= int64(n) {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	end := time.Now()
+	// Drained: the writers' committed offsets reached the end.
+	for {
+		lag, err := gap.Lag(ctx)
+		check(err)
+		var sum int64
+		for _, l := range lag {
+			sum += l
+		}
+		if sum == 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	drained := time.Now()
+	us := func(q float64) time.Duration { return time.Duration(hist.ValueAtQuantile(q)) * time.Microsecond }
+	return result{rate: float64(n) / end.Sub(start).Seconds(), p50: us(50), p99: us(99), p999: us(99.9),
+		maxLag: maxLag.Load(), drain: drained.Sub(time.Unix(0, lastAck.Load())), rows: rows}
+}
+
+// database creates a throwaway database beside baseDSN's and returns its
+// DSN and a function that drops it.
+func database(baseDSN string) (string, func()) {
+	cfg, err := mysql.ParseDSN(baseDSN)
+	check(err)
+	admin, err := sql.Open("mysql", baseDSN)
+	check(err)
+	name := fmt.Sprintf("flashsale_test_bench_%d", rand.Uint32())
+	_, err = admin.Exec("CREATE DATABASE " + name)
+	check(err)
+	cfg.DBName = name
+	return cfg.FormatDSN(), func() { admin.Exec("DROP DATABASE " + name); admin.Close() }
+}
+
+func ints(s string) []int {
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		check(err)
+		out = append(out, n)
+	}
+	return out
+}
+
+func check(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pipeline:", err)
+		os.Exit(1)
+	}
+}
