@@ -275,6 +275,19 @@ func (b *bench) newItem(kind string, stock int64) (string, error) {
 	if code != http.StatusCreated {
 		return "", fmt.Errorf("cannot create the item: %d %s", code, resp)
 	}
+	// In cluster mode the other nodes learn the item from the catalogue
+	// within a second: start once every target sells it.
+	for _, t := range strings.Split(b.target, ",") {
+		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			code, resp, err := b.call("GET", t+"/api/v1/items/"+id, "")
+			if err == nil && code == http.StatusOK && !bytes.Contains(resp, []byte(`"stock_left":0,`)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return "", fmt.Errorf("%s does not sell item %s 5 s after it was created: %d %s %v", t, id, code, resp, err)
+			}
+		}
+	}
 	return id, nil
 }
 

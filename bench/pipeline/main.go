@@ -9,7 +9,8 @@
 // -writers writers consuming, and reports the produce latency, the
 // end-to-end orders per second (first produce to last row in MySQL), the
 // largest consumer lag and how long the lag took to drain after the last
-// acknowledgement. Kafka is kfake in process unless -kafka names brokers;
+// acknowledgement. With -preload the writers start after the last ack,
+// and orders/s is theirs alone. Kafka is kfake in process unless -kafka names brokers;
 // Redis and MariaDB are the real ones (-redis, -mysql; a throwaway
 // database is created and dropped for each run).
 package main
@@ -47,6 +48,7 @@ func main() {
 	pools := flag.String("pool", "1,4,8", "ants pool sizes to try, comma separated")
 	partitions := flag.Int("partitions", 12, "partitions of the orders topic")
 	linger := flag.Duration("linger", 0, "producer linger")
+	preload := flag.Bool("preload", false, "produce every order first, then start the writers: orders/s is the writers' alone (a backlog draining)")
 	kafka := flag.String("kafka", "", "Kafka brokers; empty runs kfake in process")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis")
 	dsn := flag.String("mysql", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale_test", "MySQL DSN of a user that may create flashsale_test_* databases")
@@ -60,12 +62,13 @@ func main() {
 	fmt.Fprintln(tw, "batch\tpool\torders/s\tproduce p50\tp99\tp99.9\tmax lag\tdrain after last ack\trows\t")
 	for _, b := range ints(*batches) {
 		for _, p := range ints(*pools) {
-			r := run(rc, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger)
+			r := run(rc, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger, *preload)
 			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%d\t%v\t%d\t\n", b, p, r.rate, r.p50, r.p99, r.p999, r.maxLag,
 				r.drain.Round(time.Millisecond), r.rows)
-			tw.Flush()
+			fmt.Fprintf(os.Stderr, "batch %d pool %d: %.0f orders/s\n", b, p, r.rate)
 		}
 	}
+	tw.Flush()
 }
 
 type result struct {
@@ -76,7 +79,7 @@ type result struct {
 	rows           int64
 }
 
-func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration) result {
+func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration, preload bool) result {
 	ctx := context.Background()
 	// A fresh broker, keys and database for each run.
 	var cfg orderlog.Config
@@ -111,11 +114,16 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 	group := "bench-" + cfg.Topic
 	wctx, stopWriters := context.WithCancel(ctx)
 	var wg sync.WaitGroup
-	for range writers {
-		w, err := orderlog.NewWriter(orderlog.WriterOptions{Kafka: cfg, Group: group, MaxBatch: batch,
-			Claims: redisledger.New(rc, 0, redisledger.Options{Prefix: prefix, TrackClaims: true}), Store: db})
-		check(err)
-		wg.Go(func() { w.Run(wctx) })
+	startWriters := func() {
+		for range writers {
+			w, err := orderlog.NewWriter(orderlog.WriterOptions{Kafka: cfg, Group: group, MaxBatch: batch,
+				Claims: redisledger.New(rc, 0, redisledger.Options{Prefix: prefix, TrackClaims: true}), Store: db})
+			check(err)
+			wg.Go(func() { w.Run(wctx) })
+		}
+	}
+	if !preload {
+		startWriters()
 	}
 	defer func() { stopWriters(); wg.Wait() }()
 	gap, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: cfg, Group: group, Ledger: ledger})
@@ -175,6 +183,10 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 		})
 	}
 	pw.Wait()
+	if preload { // the writers alone: from their start to the last row
+		start = time.Now()
+		startWriters()
+	}
 	var rows int64
 	for {
 		rows, err = db.Count(ctx)
