@@ -193,9 +193,7 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 			keep = append(keep, orders[i])
 			continue
 		}
-		dead = append(dead, deadLetter(w.o.Kafka.DLQTopic, from[i], v.String(), "the claim of this order was "+
-			map[redisledger.Verdict]string{redisledger.Aborted: "undone (its purchase was answered 503)",
-				redisledger.Unknown: "not found in the ledger"}[v]))
+		dead = append(dead, deadLetter(w.o.Kafka.DLQTopic, from[i], v.String(), refusals[v]))
 	}
 	if err := w.o.Store.Write(ctx, keep); err != nil {
 		return err
@@ -213,6 +211,12 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return nil
+}
+
+// refusals explain, in a dead letter, why a claim refused its order.
+var refusals = map[redisledger.Verdict]string{
+	redisledger.Aborted: "the claim of this order was undone (its purchase was answered 503): storing it would oversell",
+	redisledger.Unknown: "no claim of this order in the ledger",
 }
 
 // deadLetter is a copy of r for the dead-letter topic, with why it could
