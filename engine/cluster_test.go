@@ -25,16 +25,24 @@ func (l *scriptedLedger) Claim(context.Context, *Order, int64) (*Order, error) {
 
 func (l *scriptedLedger) Unclaim(context.Context, *Order) error { l.unclaims++; return l.unclaimErr }
 
-func TestClaimOutcomesFromOtherNodes(t *testing.T) {
+// scriptedEngine is an engine on a scripted ledger and a memory sink,
+// selling item "it" (5 units, per-user limit 1).
+func scriptedEngine(t *testing.T) (*Engine, *scriptedLedger, *memSink) {
+	t.Helper()
 	led := &scriptedLedger{}
 	sink := &memSink{}
 	e, err := New(Options{Sink: sink, Catalog: &memCatalog{}, Ledger: led})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
+	t.Cleanup(e.Close)
+	e.PutItem(context.Background(), Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
+	return e, led, sink
+}
+
+func TestClaimOutcomesFromOtherNodes(t *testing.T) {
+	e, led, sink := scriptedEngine(t)
 	ctx := context.Background()
-	e.PutItem(ctx, Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
 	req := PurchaseRequest{ItemID: "it", UserID: "u", RequestID: "r", Quantity: 1}
 
 	// Over the limit on another node: nothing taken here.
@@ -72,15 +80,8 @@ func TestClaimOutcomesFromOtherNodes(t *testing.T) {
 // the purchase stand; an undo that fails leaves the units out of the
 // shards, for the ledger's reconciliation; a clean undo gives all back.
 func TestSinkFailureOutcomes(t *testing.T) {
-	led := &scriptedLedger{}
-	sink := &memSink{}
-	e, err := New(Options{Sink: sink, Catalog: &memCatalog{}, Ledger: led})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	e, led, sink := scriptedEngine(t)
 	ctx := context.Background()
-	e.PutItem(ctx, Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
 	sink.setFail(errors.New("produce timed out"))
 
 	if _, _, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: "a", Quantity: 1}); CodeOf(err) != CodeUnavailable {
