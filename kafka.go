@@ -87,7 +87,8 @@ func runWriter() {
 		fatal("cannot join the writers' consumer group", err)
 	}
 	registry := prometheus.NewRegistry()
-	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), w, db)
+	registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	registry.MustRegister(append(w.Collectors(), db.Collectors()...)...)
 
 	ready := func(ctx context.Context) error {
 		return errors.Join(db.Check(ctx), rc.Do(ctx, rc.B().Ping().Build()).Error())

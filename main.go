@@ -97,7 +97,7 @@ func main() {
 		producer, reader, more = kafkaSink(&stops)
 		rawSink = producer
 		checks = append(checks, more...)
-		registry.MustRegister(producer)
+		registry.MustRegister(producer.Collectors()...)
 	}
 	sink := circuit.New("order sink", rawSink, breaker("order sink"))
 	opts.Sink = sink
@@ -186,7 +186,7 @@ func main() {
 			if err != nil {
 				fatal("cannot start the claim reconciler", err)
 			}
-			registry.MustRegister(gap)
+			registry.MustRegister(gap.Collectors()...)
 			go gap.Run(ctx, *reconcileInt, itemIDs)
 			stops = append(stops, stop{"claim reconciler", func() error { gap.Close(); return nil }})
 		}

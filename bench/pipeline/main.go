@@ -17,7 +17,6 @@ package main
 
 import (
 	"context"
-	"database/sql"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -30,12 +29,12 @@ import (
 	"time"
 
 	"github.com/HdrHistogram/hdrhistogram-go"
-	"github.com/go-sql-driver/mysql"
 	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
+	"github.com/flashsale/flashsale/persist/mysqlstore/mysqltest"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
@@ -94,7 +93,8 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 	cfg.Topic = fmt.Sprintf("bench.%d", rand.Uint32())
 	cfg.Partitions, cfg.Idempotent, cfg.Linger = partitions, true, linger
 	check(orderlog.EnsureTopics(ctx, cfg))
-	dsn, drop := database(baseDSN)
+	dsn, drop, err := mysqltest.Create(baseDSN)
+	check(err)
 	defer drop()
 	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Workers: pool, MaxRows: batch})
 	check(err)
@@ -214,20 +214,6 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 	us := func(q float64) time.Duration { return time.Duration(hist.ValueAtQuantile(q)) * time.Microsecond }
 	return result{rate: float64(n) / end.Sub(start).Seconds(), p50: us(50), p99: us(99), p999: us(99.9),
 		maxLag: maxLag.Load(), drain: drained.Sub(time.Unix(0, lastAck.Load())), rows: rows}
-}
-
-// database creates a throwaway database beside baseDSN's and returns its
-// DSN and a function that drops it.
-func database(baseDSN string) (string, func()) {
-	cfg, err := mysql.ParseDSN(baseDSN)
-	check(err)
-	admin, err := sql.Open("mysql", baseDSN)
-	check(err)
-	name := fmt.Sprintf("flashsale_test_bench_%d", rand.Uint32())
-	_, err = admin.Exec("CREATE DATABASE " + name)
-	check(err)
-	cfg.DBName = name
-	return cfg.FormatDSN(), func() { admin.Exec("DROP DATABASE " + name); admin.Close() }
 }
 
 func ints(s string) []int {

@@ -370,19 +370,7 @@ func (s *Store) initMetrics() {
 		Help: "INSERT statements that failed (retried by the writer)."})
 }
 
-// Describe and Collect make the store a prometheus.Collector.
-func (s *Store) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range s.collectors() {
-		c.Describe(ch)
-	}
-}
-
-func (s *Store) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range s.collectors() {
-		c.Collect(ch)
-	}
-}
-
-func (s *Store) collectors() []prometheus.Collector {
+// Collectors are the store's metrics, to register.
+func (s *Store) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{s.insertSeconds, s.batchRows, s.rowsWritten, s.rowsDuplicate, s.insertFailures}
 }

@@ -248,12 +248,7 @@ func (g *GapReconciler) Run(ctx context.Context, interval time.Duration, items f
 	}
 }
 
-func (g *GapReconciler) Describe(ch chan<- *prometheus.Desc) {
-	g.abandoned.Describe(ch)
-	g.forgotten.Describe(ch)
-}
-
-func (g *GapReconciler) Collect(ch chan<- prometheus.Metric) {
-	g.abandoned.Collect(ch)
-	g.forgotten.Collect(ch)
+// Collectors are the reconciler's metrics, to register.
+func (g *GapReconciler) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{g.abandoned, g.forgotten}
 }

@@ -178,32 +178,20 @@ func header(r *kgo.Record, key string) string {
 	return ""
 }
 
-// sumCounterVec adds up every series of a counter vector.
-func sumCounterVec(c prometheus.Collector) float64 {
-	ch := make(chan prometheus.Metric, 64)
-	go func() { c.Collect(ch); close(ch) }()
+// counter sums every series of the counter name among cs (0 when none).
+func counter(cs []prometheus.Collector, name string) float64 {
+	reg := prometheus.NewPedanticRegistry()
+	reg.MustRegister(cs...)
+	mfs, _ := reg.Gather()
 	var sum float64
-	for m := range ch {
-		var d dto.Metric
-		m.Write(&d)
-		if d.Counter != nil {
-			sum += d.Counter.GetValue()
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			for _, m := range mf.Metric {
+				sum += m.GetCounter().GetValue()
+			}
 		}
 	}
 	return sum
-}
-
-// counterValue reads one counter of a collector by name.
-func counterValue(c prometheus.Collector, name string) float64 {
-	reg := prometheus.NewPedanticRegistry()
-	reg.MustRegister(c)
-	mfs, _ := reg.Gather()
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.Metric[0].GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 func histogramCount(h prometheus.Histogram) uint64 {

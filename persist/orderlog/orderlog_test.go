@@ -100,7 +100,7 @@ func TestFlashSaleThroughKafka(t *testing.T) {
 	}
 	var dead float64
 	for _, w := range []*Writer{w1, w2} {
-		dead += sumCounterVec(w.deadLetter)
+		dead += counter(w.Collectors(), "flashsale_writer_dead_letters_total")
 	}
 	if dead != 0 {
 		t.Fatalf("%v dead letters in a clean sale", dead)
@@ -130,14 +130,14 @@ func TestWriterKilledMidBatch(t *testing.T) {
 		t.Fatal("the first writer wrote nothing before its crash")
 	}
 	w, _ := h.writer(WriterOptions{MaxBatch: 1000})
-	for deadline := time.Now().Add(20 * time.Second); counterValue(w, "flashsale_writer_orders_stored_total") < 300; {
+	for deadline := time.Now().Add(20 * time.Second); counter(w.Collectors(), "flashsale_writer_orders_stored_total") < 300; {
 		if time.Now().After(deadline) {
 			t.Fatal("the second writer did not get the uncommitted batch")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	h.waitRows(300)
-	if dup := counterValue(h.db, "flashsale_mysql_rows_duplicate_total"); dup < float64(before) {
+	if dup := counter(h.db.Collectors(), "flashsale_mysql_rows_duplicate_total"); dup < float64(before) {
 		t.Fatalf("the batch was not redelivered: %v duplicates ignored, %d rows before the crash", dup, before)
 	}
 	if a := h.audit(); a.Pending != 0 || a.Claimed != 300 {
@@ -255,7 +255,7 @@ func TestLateRecordIsRefused(t *testing.T) {
 		t.Fatalf("buying again: %v", err)
 	}
 	h.waitRows(1)
-	if sumCounterVec(w.deadLetter) != 1 {
+	if counter(w.Collectors(), "flashsale_writer_dead_letters_total") != 1 {
 		t.Fatal("dead letters not counted")
 	}
 }
@@ -349,7 +349,7 @@ func TestPoisonGoesToDeadLetters(t *testing.T) {
 	if !reasons["undecodable"] || !reasons[redisledger.Unknown.String()] {
 		t.Fatalf("dead letter reasons: %v", reasons)
 	}
-	if n := sumCounterVec(w.deadLetter); n != 2 {
+	if n := counter(w.Collectors(), "flashsale_writer_dead_letters_total"); n != 2 {
 		t.Fatalf("%v dead letters counted", n)
 	}
 }

@@ -218,11 +218,10 @@ func (p *Producer) Recent(id uint64) (*engine.Order, bool) { return p.recent.get
 // RecentOf returns the user's acknowledged orders this producer remembers.
 func (p *Producer) RecentOf(user string) []*engine.Order { return p.recent.ofUser(user) }
 
-func (p *Producer) Describe(ch chan<- *prometheus.Desc) {
-	p.seconds.Describe(ch)
-	p.errors.Describe(ch)
+// Collectors are the producer's metrics, to register.
+func (p *Producer) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.seconds, p.errors}
 }
-func (p *Producer) Collect(ch chan<- prometheus.Metric) { p.seconds.Collect(ch); p.errors.Collect(ch) }
 
 // recentMax bounds the acknowledged orders a producer remembers for reads
 // (winners only: the stock bounds them; ~200 bytes each).

@@ -229,18 +229,7 @@ func deadLetter(topic string, r *kgo.Record, reason, detail string) *kgo.Record 
 	}, r.Headers...)}
 }
 
-func (w *Writer) Describe(ch chan<- *prometheus.Desc) {
-	for _, c := range w.collectors() {
-		c.Describe(ch)
-	}
-}
-
-func (w *Writer) Collect(ch chan<- prometheus.Metric) {
-	for _, c := range w.collectors() {
-		c.Collect(ch)
-	}
-}
-
-func (w *Writer) collectors() []prometheus.Collector {
+// Collectors are the writer's metrics, to register.
+func (w *Writer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{w.batch, w.batchSecs, w.stored, w.deadLetter, w.retries, w.lag}
 }

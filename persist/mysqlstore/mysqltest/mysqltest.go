@@ -25,28 +25,33 @@ func DSN(t testing.TB) string {
 	if base == "" {
 		base = DefaultDSN
 	}
+	dsn, drop, err := Create(base)
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatalf("%v (.ci/run sets it up)", err)
+		}
+		t.Skipf("%v (see .ci/run for the setup)", err)
+	}
+	t.Cleanup(drop)
+	return dsn
+}
+
+// Create makes a throwaway database (flashsale_test_<random>) on base's
+// server, as base's user, and returns its DSN and a function that drops it.
+func Create(base string) (dsn string, drop func(), err error) {
 	cfg, err := mysql.ParseDSN(base)
 	if err != nil {
-		t.Fatalf("FLASHSALE_TEST_MYSQL: %v", err)
+		return "", nil, fmt.Errorf("bad MySQL DSN: %w", err)
+	}
+	admin, err := sql.Open("mysql", base)
+	if err != nil {
+		return "", nil, err
 	}
 	name := fmt.Sprintf("flashsale_test_%d", rand.Uint32())
-	admin, err := sql.Open("mysql", base)
-	if err == nil {
-		_, err = admin.Exec("CREATE DATABASE " + name)
-	}
-	if err != nil {
-		if admin != nil {
-			admin.Close()
-		}
-		if os.Getenv("CI") != "" {
-			t.Fatalf("MySQL at %s: %v (.ci/run sets it up)", cfg.Addr, err)
-		}
-		t.Skipf("no MySQL test database at %s: %v (see .ci/run for the setup)", cfg.Addr, err)
-	}
-	t.Cleanup(func() {
-		admin.Exec("DROP DATABASE " + name)
+	if _, err := admin.Exec("CREATE DATABASE " + name); err != nil {
 		admin.Close()
-	})
+		return "", nil, fmt.Errorf("no MySQL test database at %s: %w", cfg.Addr, err)
+	}
 	cfg.DBName = name
-	return cfg.FormatDSN()
+	return cfg.FormatDSN(), func() { admin.Exec("DROP DATABASE " + name); admin.Close() }, nil
 }
