@@ -112,9 +112,6 @@ func (s *Store) Close() error {
 	return s.db.Close()
 }
 
-// Tables is the number of order tables.
-func (s *Store) Tables() int { return s.tables }
-
 // TableOf names the table that holds user's orders.
 func (s *Store) TableOf(user string) string { return tableName(tableIndex(user, s.tables)) }
 
