@@ -8,7 +8,7 @@ FUZZTIME    ?= 5s
 BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2026.2.2
 
-.PHONY: build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint check-size clean
+.PHONY: build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint check-size check-deps clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/flashsale .
@@ -17,10 +17,11 @@ build:
 run: build
 	./bin/flashsale
 
-## test: everything CI runs: no large files tracked, format, vet,
-## race-enabled tests (unit, HTTP, end-to-end), the allocation tests (which
-## need the race detector off) and a short run of every fuzz target.
-test: check-size fmt-check vet test-race test-alloc fuzz
+## test: everything CI runs: no large files tracked, no command linking the
+## test framework, format, vet, race-enabled tests (unit, HTTP, in-process
+## cluster, end-to-end), the allocation tests (which need the race detector
+## off) and a short run of every fuzz target.
+test: check-size check-deps fmt-check vet test-race test-alloc fuzz
 
 test-race:
 	$(GO) test -race -count=1 ./...
@@ -70,6 +71,11 @@ MAX_FILE_BYTES ?= 1048576
 check-size:
 	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk -v max=$(MAX_FILE_BYTES) '$$1 > max'); \
 	if [ -n "$$big" ]; then echo "tracked files over $(MAX_FILE_BYTES) bytes (remove them and ignore them):"; echo "$$big"; exit 1; fi
+
+## check-deps: no command links package testing (test helpers stay in tests).
+check-deps:
+	@for p in $$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./...); do \
+		if $(GO) list -deps $$p | grep -qx testing; then echo "$$p links package testing"; exit 1; fi; done
 
 lint: fmt-check vet
 	$(GO) run $(STATICCHECK) ./...

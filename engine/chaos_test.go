@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -7,36 +7,28 @@ import (
 	"math/rand/v2"
 	"sync"
 	"testing"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
 )
-
-// flakySink fails a share of appends, at random.
-type flakySink struct {
-	memSink
-	failPct int
-}
-
-func (s *flakySink) Append(ctx context.Context, o *Order) error {
-	if rand.IntN(100) < s.failPct {
-		return errBoom
-	}
-	return s.memSink.Append(ctx, o)
-}
 
 // TestChaos races buyers (repeating users and request ids) against a sink
 // that fails a fifth of the time and an admin who raises and lowers the
 // stock. At rest the stock must balance exactly against the orders the sink
 // holds, and no user may hold more than the limit.
 func TestChaos(t *testing.T) {
-	sink := &flakySink{failPct: 20}
-	e, err := New(Options{Shards: 4, Sink: sink, Catalog: &memCatalog{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer e.Close()
+	// The sink fails a fifth of the appends, at random.
+	sink := &enginetest.Sink{Before: func(*engine.Order) error {
+		if rand.IntN(100) < 20 {
+			return errBoom
+		}
+		return nil
+	}}
+	e := newEngine(t, engine.Options{Shards: 4, Sink: sink, Catalog: &enginetest.Catalog{}})
 	ctx := context.Background()
 	const limit = 2
 	put := func(stock int64) error {
-		_, _, err := e.PutItem(ctx, Item{ID: "it", Name: "x", PriceCents: 7, Stock: stock, PerUserLimit: limit})
+		_, _, err := e.PutItem(ctx, engine.Item{ID: "it", Name: "x", PriceCents: 7, Stock: stock, PerUserLimit: limit})
 		return err
 	}
 	if err := put(200); err != nil {
@@ -45,14 +37,14 @@ func TestChaos(t *testing.T) {
 
 	var wg sync.WaitGroup
 	var mu sync.Mutex
-	answers := map[string]*Order{} // user/request id -> first order
+	answers := map[string]*engine.Order{} // user/request id -> first order
 	for w := 0; w < 16; w++ {
 		wg.Go(func() {
 			for i := 0; i < 300; i++ {
 				user := fmt.Sprintf("u%d", rand.IntN(250))
 				req := fmt.Sprintf("r%d", rand.IntN(3))
 				q := int64(1 + rand.IntN(limit))
-				o, replayed, err := e.Purchase(ctx, PurchaseRequest{ItemID: "it", UserID: user, RequestID: req, Quantity: q})
+				o, replayed, err := e.Purchase(ctx, engine.PurchaseRequest{ItemID: "it", UserID: user, RequestID: req, Quantity: q})
 				switch {
 				case err == nil:
 					mu.Lock()
@@ -64,8 +56,8 @@ func TestChaos(t *testing.T) {
 						answers[user+"/"+req] = o
 					}
 					mu.Unlock()
-				case errors.Is(err, ErrSoldOut), errors.Is(err, ErrLimitExceeded), errors.Is(err, ErrUnavailable),
-					errors.Is(err, ErrRequestInProgress), errors.Is(err, ErrIdempotencyKeyReused):
+				case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLimitExceeded), errors.Is(err, engine.ErrUnavailable),
+					errors.Is(err, engine.ErrRequestInProgress), errors.Is(err, engine.ErrIdempotencyKeyReused):
 				default:
 					t.Errorf("unexpected %v", err)
 				}
@@ -79,7 +71,7 @@ func TestChaos(t *testing.T) {
 			switch err := put(next); {
 			case err == nil:
 				stock = next
-			case errors.Is(err, ErrStockBelowSold):
+			case errors.Is(err, engine.ErrStockBelowSold):
 			default:
 				t.Errorf("restock: %v", err)
 			}
@@ -88,7 +80,7 @@ func TestChaos(t *testing.T) {
 	wg.Wait()
 
 	v := checkBalance(t, e, "it")
-	orders := sink.all()
+	orders := sink.Orders()
 	var sold int64
 	held := map[string]int64{}
 	ids := map[uint64]bool{}

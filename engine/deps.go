@@ -5,29 +5,16 @@ import (
 	"time"
 )
 
-// The engine does no I/O. It talks to three small interfaces that each mode
-// fills in: standalone with the embedded store, cluster with Redis and Kafka.
+// The engine does no I/O. It talks to three interfaces, which the process
+// that assembles it fills in: a Ledger (cluster mode only), an OrderSink and a
+// Catalog. Whether a Ledger is set is the one difference between the modes.
 
-// Ledger confirms a winner's claim beyond this process: in cluster mode, the
-// per-user count and the request id across all nodes (a Redis Lua claim). It
-// is called only for winners, after the in-memory reservations succeeded.
+// Ledger is the shared ledger of a cluster (persist/redisledger): the pool an
+// item's units are leased from into this node's shards, and the record that
+// confirms each winner across all nodes. Without one (standalone) this
+// process's memory is the whole truth: an item's whole stock sits in its
+// shards, a winner needs no confirmation, and the items are this node's own.
 type Ledger interface {
-	// Claim records o within the per-user limit. It returns ErrLimitExceeded
-	// when the user is over the limit across nodes, and, when o's request
-	// id already won (on any node), that first order, claiming nothing.
-	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
-	// Unclaim undoes a claim whose purchase failed later. It answers
-	// ErrOrderStored, undoing nothing, when o reached the order database
-	// anyway: the purchase then stands. On any other error the claim stays
-	// until the ledger's reconciliation settles it, and the engine keeps
-	// the units out of its shards meanwhile.
-	Unclaim(ctx context.Context, o *Order) error
-}
-
-// StockSource is where a node's units come from in cluster mode: a pool
-// shared by all nodes, which leases units into this node's shards in
-// batches. Without one (standalone), an item's whole stock is local.
-type StockSource interface {
 	// PutItem sets the pool's total for an item; ErrStockBelowSold when
 	// lowering it below what is leased or claimed.
 	PutItem(ctx context.Context, item string, total int64) error
@@ -38,6 +25,19 @@ type StockSource interface {
 	GiveBack(ctx context.Context, item string, n int64) error
 	// Remaining is what the pool has left.
 	Remaining(ctx context.Context, item string) (int64, error)
+
+	// Claim records o within the per-user limit, across all nodes. It is
+	// called only for winners, after the in-memory reservations succeeded.
+	// It returns ErrLimitExceeded when the user is over the limit across
+	// nodes, and, when o's request id already won (on any node), that first
+	// order, claiming nothing.
+	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
+	// Unclaim undoes a claim whose purchase failed later. It answers
+	// ErrOrderStored, undoing nothing, when o reached the order database
+	// anyway: the purchase then stands. On any other error the claim stays
+	// until the ledger's reconciliation settles it, and the engine keeps
+	// the units out of its shards meanwhile.
+	Unclaim(ctx context.Context, o *Order) error
 }
 
 // OrderSink makes accepted orders durable: the embedded store's group
@@ -49,28 +49,22 @@ type OrderSink interface {
 	// ledger's Unclaim, which the engine calls next, turned the claim into
 	// a tombstone. On error the engine gives the stock back, so an order
 	// that could still be stored would be sold twice.
+	//
+	// An implementation must not give up early because ctx ends: a client
+	// that goes away must not turn an order that will be durable into a
+	// refused one. It bounds its own wait.
 	Append(ctx context.Context, o *Order) error
 }
 
-// Catalog keeps the item definitions.
+// Catalog keeps the item definitions: the embedded store, or Redis in
+// cluster mode, where every node changes the same catalogue.
 type Catalog interface {
 	SaveItem(ctx context.Context, it Item) error
-}
-
-// CatalogReader lists the item definitions kept outside this process
-// (cluster mode: in Redis, read through a client-side cache). The engine
-// syncs from it twice a second, so an item created or changed on another
-// node is sold here within a second.
-type CatalogReader interface {
+	// Items lists every item. With a Ledger the engine reads it twice a
+	// second (through rueidis' client-side cache), so that an item created
+	// or changed on another node is sold here within a second.
 	Items(ctx context.Context) ([]Item, error)
 }
-
-// LocalLedger is the standalone ledger: this process's memory is the whole
-// truth, so there is nothing to confirm.
-type LocalLedger struct{}
-
-func (LocalLedger) Claim(context.Context, *Order, int64) (*Order, error) { return nil, nil }
-func (LocalLedger) Unclaim(context.Context, *Order) error                { return nil }
 
 // OrderStatus says how far an order has travelled.
 type OrderStatus uint8

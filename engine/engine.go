@@ -1,8 +1,10 @@
 // Package engine decides who wins a flash sale, in memory. It keeps every
 // item's stock in per-core shards of padded atomic counters, each user's
 // holdings, a window of idempotency keys and an order id generator. It does no
-// I/O: a Ledger confirms winners beyond this process, an OrderSink makes their
-// orders durable and a Catalog keeps the items.
+// I/O: an OrderSink makes winners' orders durable, a Catalog keeps the items,
+// and in cluster mode a Ledger leases units from the shared pool and confirms
+// each winner across all nodes (deps.go). It imports nothing of the project
+// and never asks which mode it is in beyond whether it has a Ledger.
 //
 // Invariants (tested in engine_test.go):
 //   - a shard never goes below zero, so units sold never exceed stock;
@@ -25,41 +27,44 @@ import (
 	"time"
 )
 
-// Options configures an Engine. The zero value of each field has a default.
+// Options configures an Engine: its settings, which the zero value of each
+// field defaults, and its dependencies.
 type Options struct {
 	// Shards is the number of stock shards per item; default GOMAXPROCS.
 	Shards int
 	// NodeID goes into every order id; unique among live nodes.
 	NodeID int
 	// IdempotencyWindow is how long a winning request id is remembered;
-	// default 10 minutes.
+	// default DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
-	Ledger            Ledger    // default LocalLedger
 	Sink              OrderSink // required
 	Catalog           Catalog   // required
-	// Stock is the pool units are leased from (cluster mode); nil keeps
-	// every item's whole stock in this process (standalone).
-	Stock StockSource
-	// MaxLease caps the units one lease takes; default 64. Leases shrink
-	// near the end of the stock so that no node sits on the last units.
+	// Ledger is the cluster's shared ledger; nil is standalone: every
+	// item's whole stock in this process, nothing to confirm.
+	Ledger Ledger
+	// MaxLease caps the units one lease takes (cluster mode); default
+	// DefaultMaxLease. Leases shrink near the end of the stock so that no
+	// node sits on the last units.
 	MaxLease int64
-	// Sync, when set, is the shared catalogue the engine follows.
-	Sync CatalogReader
 	// Now is the clock; default time.Now.
 	Now func() time.Time
 }
 
-// DefaultIdempotencyWindow is the retention of the HTTP contract.
-const DefaultIdempotencyWindow = 10 * time.Minute
+const (
+	// DefaultIdempotencyWindow is the retention of the HTTP contract.
+	DefaultIdempotencyWindow = 10 * time.Minute
+	// DefaultMaxLease is the most units one lease takes from the pool.
+	DefaultMaxLease = 64
+	// MaxShards bounds Options.Shards.
+	MaxShards = 1024
+)
 
 // Engine is the in-memory stock engine. It is safe for concurrent use.
 type Engine struct {
 	shards   int
-	ledger   Ledger
+	ledger   Ledger // nil in standalone mode
 	sink     OrderSink
 	catalog  Catalog
-	source   StockSource   // nil in standalone mode
-	sync     CatalogReader // nil in standalone mode
 	maxLease int64
 	now      func() time.Time
 
@@ -79,28 +84,45 @@ type itemSet struct {
 	sorted []*item
 }
 
-// New returns an engine with no items.
+// DefaultOptions are the settings with their defaults, and no dependencies.
+func DefaultOptions() Options {
+	return Options{IdempotencyWindow: DefaultIdempotencyWindow, MaxLease: DefaultMaxLease}
+}
+
+// Validate checks the settings of o as given (not its dependencies).
+func (o Options) Validate() error {
+	var errs []error
+	if o.Shards < 0 || o.Shards > MaxShards {
+		errs = append(errs, fmt.Errorf("engine: %d stock shards is out of range [0, %d] (0: one per CPU)", o.Shards, MaxShards))
+	}
+	if o.NodeID < 0 || o.NodeID > MaxNodeID {
+		errs = append(errs, fmt.Errorf("engine: node id %d is out of range [0, %d]", o.NodeID, MaxNodeID))
+	}
+	if o.IdempotencyWindow <= 0 || o.MaxLease < 1 {
+		errs = append(errs, errors.New("engine: the idempotency window and the largest lease must be positive"))
+	}
+	return errors.Join(errs...)
+}
+
+// New returns an engine with no items. Zero settings take their defaults.
 func New(opts Options) (*Engine, error) {
 	if opts.Sink == nil || opts.Catalog == nil {
 		return nil, errors.New("engine: Options.Sink and Options.Catalog are required")
 	}
-	if opts.Shards <= 0 {
-		opts.Shards = runtime.GOMAXPROCS(0)
-	}
-	if opts.Shards > 1024 {
-		return nil, fmt.Errorf("engine: %d stock shards is too many; use at most 1024", opts.Shards)
-	}
-	if opts.IdempotencyWindow <= 0 {
+	if opts.IdempotencyWindow == 0 {
 		opts.IdempotencyWindow = DefaultIdempotencyWindow
 	}
-	if opts.Ledger == nil {
-		opts.Ledger = LocalLedger{}
+	if opts.MaxLease == 0 {
+		opts.MaxLease = DefaultMaxLease
+	}
+	if err := opts.Validate(); err != nil {
+		return nil, err
+	}
+	if opts.Shards == 0 {
+		opts.Shards = runtime.GOMAXPROCS(0)
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
-	}
-	if opts.MaxLease <= 0 {
-		opts.MaxLease = 64
 	}
 	ids, err := newIDGen(opts.NodeID)
 	if err != nil {
@@ -111,8 +133,6 @@ func New(opts Options) (*Engine, error) {
 		ledger:   opts.Ledger,
 		sink:     opts.Sink,
 		catalog:  opts.Catalog,
-		source:   opts.Stock,
-		sync:     opts.Sync,
 		maxLease: opts.MaxLease,
 		now:      opts.Now,
 		ids:      ids,
@@ -149,7 +169,7 @@ func (e *Engine) janitor() {
 			if tick%2 == 0 {
 				e.refreshPools()
 			}
-			e.SyncCatalog()
+			e.syncCatalog()
 		}
 	}
 }
@@ -193,7 +213,7 @@ func (e *Engine) PutItem(ctx context.Context, in Item) (v ItemView, created bool
 	defer e.adminMu.Unlock()
 
 	it := e.lookup(in.ID)
-	if e.source != nil {
+	if e.ledger != nil {
 		return e.putPooledItem(ctx, it, in)
 	}
 	if it == nil {
@@ -248,7 +268,7 @@ func (e *Engine) addItem(cfg Item) *item {
 	cfg.ID = strings.Clone(cfg.ID)
 	it := &item{id: cfg.ID, stock: newStock(e.shards)}
 	it.cfg.Store(&cfg)
-	if e.source != nil {
+	if e.ledger != nil {
 		it.pool.Store(-1) // unknown until the first lease
 	}
 	old := e.items.Load()
@@ -281,7 +301,7 @@ func (e *Engine) Restore(s Snapshot) error {
 		}
 		it := e.addItem(r.Item)
 		it.sold.Store(r.Sold)
-		if e.source == nil { // in cluster mode units come from leases
+		if e.ledger == nil { // in cluster mode units come from leases
 			it.stock.spread(r.Item.Stock - r.Sold)
 		}
 	}
@@ -393,22 +413,24 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		RequestID:  strings.Clone(req.RequestID),
 		CreatedAt:  now,
 	}
-	first, err := e.ledger.Claim(ctx, o, cfg.PerUserLimit)
-	switch {
-	case errors.Is(err, ErrLimitExceeded): // over the limit on another node
-		return nil, false, errors.Join(ErrLimitExceeded, r.undo(ctx))
-	case err != nil:
-		return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
-	case first != nil: // the request id won on another node: its answer
-		keyHeld := r.keyHeld
-		r.keyHeld = false
-		r.undo(ctx)
-		if keyHeld {
-			e.idem.complete(r.key.bytes(), first, now)
+	if e.ledger != nil {
+		first, err := e.ledger.Claim(ctx, o, cfg.PerUserLimit)
+		switch {
+		case errors.Is(err, ErrLimitExceeded): // over the limit on another node
+			return nil, false, errors.Join(ErrLimitExceeded, r.undo(ctx))
+		case err != nil:
+			return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
+		case first != nil: // the request id won on another node: its answer
+			keyHeld := r.keyHeld
+			r.keyHeld = false
+			r.undo(ctx)
+			if keyHeld {
+				e.idem.complete(r.key.bytes(), first, now)
+			}
+			return first, true, nil
 		}
-		return first, true, nil
+		r.claimed = o
 	}
-	r.claimed = o
 	if err := e.sink.Append(ctx, o); err != nil {
 		if uerr := r.undo(ctx); !errors.Is(uerr, ErrOrderStored) {
 			return nil, false, errors.Join(unavailable("cannot store order", err), uerr)
@@ -444,7 +466,7 @@ type reservation struct {
 	keyHeld   bool // idempotency entry begun
 	userHeld  bool
 	stockHeld bool
-	claimed   *Order // ledger claim made
+	claimed   *Order // ledger claim made (cluster mode)
 }
 
 // undo gives back everything taken, in reverse order. Only the ledger can

@@ -1,4 +1,4 @@
-package engine
+package engine_test
 
 import (
 	"context"
@@ -8,6 +8,9 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
 )
 
 func TestPurchaseStress(t *testing.T) {
@@ -30,7 +33,7 @@ func TestPurchaseStress(t *testing.T) {
 					switch {
 					case err == nil:
 						won.Add(o.Quantity)
-					case errors.Is(err, ErrSoldOut), errors.Is(err, ErrLimitExceeded):
+					case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLimitExceeded):
 					default:
 						t.Errorf("unexpected error %v", err)
 					}
@@ -55,13 +58,13 @@ func TestPurchaseStress(t *testing.T) {
 			t.Fatalf("item reports sold %d, want %d", v.Sold, want)
 		}
 		held := map[string]int64{}
-		for _, o := range fx.sink.all() {
+		for _, o := range fx.sink.Orders() {
 			held[o.UserID] += o.Quantity
 			if held[o.UserID] > limit {
 				t.Fatalf("user %s holds %d > limit %d", o.UserID, held[o.UserID], limit)
 			}
 		}
-		if (v.StockLeft < q) != (v.State == SoldOut) && v.StockLeft == 0 {
+		if (v.StockLeft < q) != (v.State == engine.SoldOut) && v.StockLeft == 0 {
 			t.Fatalf("state %v with %d left", v.State, v.StockLeft)
 		}
 	}
@@ -80,24 +83,24 @@ func TestSoldOutFlipsAndClears(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := fx.buy("c", "", 1); !errors.Is(err, ErrSoldOut) {
+	if _, _, err := fx.buy("c", "", 1); !errors.Is(err, engine.ErrSoldOut) {
 		t.Fatalf("want sold out, got %v", err)
 	}
-	if v := checkBalance(t, fx.e, "it"); v.State != SoldOut {
+	if v := checkBalance(t, fx.e, "it"); v.State != engine.SoldOut {
 		t.Fatalf("state %v, want sold_out", v.State)
 	}
 	// Restock clears sold out.
-	if _, created, err := fx.e.PutItem(context.Background(), Item{ID: "it", Name: "x", Stock: 3, PerUserLimit: 1}); err != nil || created {
+	if _, created, err := fx.e.PutItem(context.Background(), engine.Item{ID: "it", Name: "x", Stock: 3, PerUserLimit: 1}); err != nil || created {
 		t.Fatalf("restock: created=%v err=%v", created, err)
 	}
-	if v := checkBalance(t, fx.e, "it"); v.State != OnSale || v.StockLeft != 1 {
+	if v := checkBalance(t, fx.e, "it"); v.State != engine.OnSale || v.StockLeft != 1 {
 		t.Fatalf("after restock: %+v", v)
 	}
 	if _, _, err := fx.buy("c", "", 1); err != nil {
 		t.Fatal(err)
 	}
 	// Lowering below sold is refused and changes nothing.
-	if _, _, err := fx.e.PutItem(context.Background(), Item{ID: "it", Name: "x", Stock: 2, PerUserLimit: 1}); !errors.Is(err, ErrStockBelowSold) {
+	if _, _, err := fx.e.PutItem(context.Background(), engine.Item{ID: "it", Name: "x", Stock: 2, PerUserLimit: 1}); !errors.Is(err, engine.ErrStockBelowSold) {
 		t.Fatalf("want stock below sold, got %v", err)
 	}
 	if v := checkBalance(t, fx.e, "it"); v.Stock != 3 || v.Sold != 3 {
@@ -109,35 +112,19 @@ func TestFailedPurchaseUndoesEverything(t *testing.T) {
 	fx := newFixture(t, 4)
 	fx.put(t, "it", 10, 2)
 
-	fx.sink.setFail(errBoom)
+	fx.sink.SetFail(errBoom)
 	_, _, err := fx.buy("u1", "r1", 2)
-	if !errors.Is(err, ErrUnavailable) || !errors.Is(err, errBoom) || CodeOf(err) != CodeUnavailable {
+	if !errors.Is(err, engine.ErrUnavailable) || !errors.Is(err, errBoom) || engine.CodeOf(err) != engine.CodeUnavailable {
 		t.Fatalf("want unavailable wrapping boom, got %v", err)
-	}
-	if fx.ledger.claims != 1 || fx.ledger.unclaims != 1 {
-		t.Fatalf("claims %d unclaims %d, want 1 and 1", fx.ledger.claims, fx.ledger.unclaims)
 	}
 	v := checkBalance(t, fx.e, "it")
 	if v.StockLeft != 10 || v.Sold != 0 {
 		t.Fatalf("stock not given back: %+v", v)
 	}
 	// The user's slot and the request id are free again.
-	fx.sink.setFail(nil)
+	fx.sink.SetFail(nil)
 	if _, replayed, err := fx.buy("u1", "r1", 2); err != nil || replayed {
 		t.Fatalf("retry after failure: replayed=%v err=%v", replayed, err)
-	}
-
-	// A failing claim undoes too, and the sink is never called.
-	fx.ledger.failClaim = errBoom
-	before := len(fx.sink.all())
-	if _, _, err := fx.buy("u2", "r2", 1); !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("want unavailable, got %v", err)
-	}
-	if len(fx.sink.all()) != before {
-		t.Fatal("order reached the sink after a failed claim")
-	}
-	if v := checkBalance(t, fx.e, "it"); v.StockLeft != 8 {
-		t.Fatalf("stock after failed claim: %+v", v)
 	}
 }
 
@@ -152,7 +139,7 @@ func TestIdempotency(t *testing.T) {
 	if err != nil || !replayed || again != first {
 		t.Fatalf("replay: %v %v %v", again, replayed, err)
 	}
-	if _, _, err := fx.buy("u1", "r1", 2); !errors.Is(err, ErrIdempotencyKeyReused) {
+	if _, _, err := fx.buy("u1", "r1", 2); !errors.Is(err, engine.ErrIdempotencyKeyReused) {
 		t.Fatalf("different quantity: %v", err)
 	}
 	// Same request id, another user: a different key.
@@ -163,8 +150,8 @@ func TestIdempotency(t *testing.T) {
 		t.Fatalf("replay took stock: %+v", v)
 	}
 	// After the window the key is forgotten and would buy again.
-	fx.clock.Advance(DefaultIdempotencyWindow)
-	fx.e.idem.sweep(fx.clock.Now())
+	fx.clock.Advance(engine.DefaultIdempotencyWindow)
+	fx.e.SweepIdempotency(fx.clock.Now())
 	if n := fx.e.IdempotencyEntries(); n != 0 {
 		t.Fatalf("%d entries after the window", n)
 	}
@@ -173,45 +160,30 @@ func TestIdempotency(t *testing.T) {
 	}
 }
 
-// blockingSink holds every append until released, to observe purchases in flight.
-type blockingSink struct {
-	memSink
-	entered chan struct{}
-	release chan struct{}
-}
-
-func (s *blockingSink) Append(ctx context.Context, o *Order) error {
-	s.entered <- struct{}{}
-	<-s.release
-	return s.memSink.Append(ctx, o)
-}
-
 func TestConcurrentDuplicateIsInProgress(t *testing.T) {
-	sink := &blockingSink{entered: make(chan struct{}), release: make(chan struct{})}
-	e, err := New(Options{Sink: sink, Catalog: &memCatalog{}})
-	if err != nil {
+	// The sink holds every append until released, to observe purchases in flight.
+	entered, release := make(chan struct{}), make(chan struct{})
+	sink := &enginetest.Sink{Before: func(*engine.Order) error { entered <- struct{}{}; <-release; return nil }}
+	e := newEngine(t, engine.Options{Sink: sink, Catalog: &enginetest.Catalog{}})
+	if _, _, err := e.PutItem(context.Background(), engine.Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1}); err != nil {
 		t.Fatal(err)
 	}
-	defer e.Close()
-	if _, _, err := e.PutItem(context.Background(), Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1}); err != nil {
-		t.Fatal(err)
-	}
-	req := PurchaseRequest{ItemID: "it", UserID: "u", RequestID: "r", Quantity: 1}
+	req := engine.PurchaseRequest{ItemID: "it", UserID: "u", RequestID: "r", Quantity: 1}
 	done := make(chan error)
 	go func() { _, _, err := e.Purchase(context.Background(), req); done <- err }()
-	<-sink.entered
-	if _, _, err := e.Purchase(context.Background(), req); !errors.Is(err, ErrRequestInProgress) {
+	<-entered
+	if _, _, err := e.Purchase(context.Background(), req); !errors.Is(err, engine.ErrRequestInProgress) {
 		t.Fatalf("duplicate in flight: %v", err)
 	}
 	other := req
 	other.Quantity = 2
-	if _, _, err := e.Purchase(context.Background(), other); !errors.Is(err, ErrIdempotencyKeyReused) && !errors.Is(err, ErrBadQuantity) {
+	if _, _, err := e.Purchase(context.Background(), other); !errors.Is(err, engine.ErrIdempotencyKeyReused) && !errors.Is(err, engine.ErrBadQuantity) {
 		t.Fatalf("different body in flight: %v", err)
 	}
 	if v, _ := e.Item("it"); v.Pending != 1 || v.StockLeft != 4 {
 		t.Fatalf("in flight: %+v", v)
 	}
-	close(sink.release)
+	close(release)
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -224,51 +196,51 @@ func TestRefusals(t *testing.T) {
 	fx := newFixture(t, 2)
 	now := fx.clock.Now()
 	ctx := context.Background()
-	mk := func(id string, mod func(*Item)) {
-		it := Item{ID: id, Name: id, Stock: 3, PerUserLimit: 1}
+	mk := func(id string, mod func(*engine.Item)) {
+		it := engine.Item{ID: id, Name: id, Stock: 3, PerUserLimit: 1}
 		mod(&it)
 		if _, _, err := fx.e.PutItem(ctx, it); err != nil {
 			t.Fatal(err)
 		}
 	}
-	mk("later", func(it *Item) { it.StartsAt = now.Add(time.Minute) })
-	mk("over", func(it *Item) { it.EndsAt = now })
-	mk("open", func(it *Item) {})
+	mk("later", func(it *engine.Item) { it.StartsAt = now.Add(time.Minute) })
+	mk("over", func(it *engine.Item) { it.EndsAt = now })
+	mk("open", func(it *engine.Item) {})
 	f := func(item, user, req string, q int64, want error) {
 		t.Helper()
-		_, _, err := fx.e.Purchase(ctx, PurchaseRequest{ItemID: item, UserID: user, RequestID: req, Quantity: q})
+		_, _, err := fx.e.Purchase(ctx, engine.PurchaseRequest{ItemID: item, UserID: user, RequestID: req, Quantity: q})
 		if err != want {
 			t.Fatalf("%s/%s/%s/%d: got %v, want %v", item, user, req, q, err, want)
 		}
 	}
-	f("later", "u", "", 1, ErrSaleNotStarted)
-	f("over", "u", "", 1, ErrSaleEnded)
-	f("nope", "u", "", 1, ErrItemNotFound)
-	f("bad id!", "u", "", 1, ErrBadItemID)
-	f("open", "", "", 1, ErrBadUserID)
-	f("open", "u u", "", 1, ErrBadUserID)
-	f("open", "u", "a b", 1, ErrBadRequestID)
-	f("open", "u", "", 0, ErrBadQuantity)
-	f("open", "u", "", 2, ErrBadQuantity)
+	f("later", "u", "", 1, engine.ErrSaleNotStarted)
+	f("over", "u", "", 1, engine.ErrSaleEnded)
+	f("nope", "u", "", 1, engine.ErrItemNotFound)
+	f("bad id!", "u", "", 1, engine.ErrBadItemID)
+	f("open", "", "", 1, engine.ErrBadUserID)
+	f("open", "u u", "", 1, engine.ErrBadUserID)
+	f("open", "u", "a b", 1, engine.ErrBadRequestID)
+	f("open", "u", "", 0, engine.ErrBadQuantity)
+	f("open", "u", "", 2, engine.ErrBadQuantity)
 	f("open", "u", "", 1, nil)
-	f("open", "u", "", 1, ErrLimitExceeded)
+	f("open", "u", "", 1, engine.ErrLimitExceeded)
 	if _, err := fx.e.EndItem(ctx, "open"); err != nil {
 		t.Fatal(err)
 	}
-	f("open", "v", "", 1, ErrSaleEnded)
-	if v, _ := fx.e.Item("open"); v.State != Ended {
+	f("open", "v", "", 1, engine.ErrSaleEnded)
+	if v, _ := fx.e.Item("open"); v.State != engine.Ended {
 		t.Fatalf("state %v", v.State)
 	}
-	if v, _ := fx.e.Item("later"); v.State != Upcoming {
+	if v, _ := fx.e.Item("later"); v.State != engine.Upcoming {
 		t.Fatalf("state %v", v.State)
 	}
 	// An ended item stays ended through an update.
-	if v, _, _ := fx.e.PutItem(ctx, Item{ID: "open", Name: "x", Stock: 9, PerUserLimit: 1}); v.State != Ended {
+	if v, _, _ := fx.e.PutItem(ctx, engine.Item{ID: "open", Name: "x", Stock: 9, PerUserLimit: 1}); v.State != engine.Ended {
 		t.Fatalf("update reopened an ended item: %v", v.State)
 	}
 	// A catalogue failure changes nothing.
-	fx.cat.fail = errBoom
-	if _, _, err := fx.e.PutItem(ctx, Item{ID: "later", Name: "x", Stock: 1, PerUserLimit: 1}); !errors.Is(err, ErrUnavailable) {
+	fx.cat.SetFail(errBoom)
+	if _, _, err := fx.e.PutItem(ctx, engine.Item{ID: "later", Name: "x", Stock: 1, PerUserLimit: 1}); !errors.Is(err, engine.ErrUnavailable) {
 		t.Fatalf("catalogue failure: %v", err)
 	}
 	if v, _ := fx.e.Item("later"); v.Stock != 3 || v.StockLeft != 3 {
@@ -279,7 +251,7 @@ func TestRefusals(t *testing.T) {
 func TestRestore(t *testing.T) {
 	fx := newFixture(t, 4)
 	fx.put(t, "it", 10, 2)
-	var orders []*Order
+	var orders []*engine.Order
 	for i := 0; i < 4; i++ {
 		o, _, err := fx.buy(fmt.Sprintf("u%d", i%2), fmt.Sprintf("r%d", i), 1)
 		if err != nil {
@@ -287,9 +259,10 @@ func TestRestore(t *testing.T) {
 		}
 		orders = append(orders, o)
 	}
-	snap := Snapshot{
-		Items:       []ItemRecord{{Item: fx.cat.items["it"], Sold: 4}},
-		Holdings:    []Holding{{"it", "u0", 2}, {"it", "u1", 2}},
+	saved, _ := fx.cat.Item("it")
+	snap := engine.Snapshot{
+		Items:       []engine.ItemRecord{{Item: saved, Sold: 4}},
+		Holdings:    []engine.Holding{{"it", "u0", 2}, {"it", "u1", 2}},
 		Replays:     orders,
 		LastOrderID: orders[3].ID,
 	}
@@ -303,7 +276,7 @@ func TestRestore(t *testing.T) {
 	if o, replayed, err := fx2.buy("u0", "r2", 1); err != nil || !replayed || o.ID != orders[2].ID {
 		t.Fatalf("replay after restore: %v %v %v", o, replayed, err)
 	}
-	if _, _, err := fx2.buy("u0", "new", 1); !errors.Is(err, ErrLimitExceeded) {
+	if _, _, err := fx2.buy("u0", "new", 1); !errors.Is(err, engine.ErrLimitExceeded) {
 		t.Fatalf("limit after restore: %v", err)
 	}
 	o, _, err := fx2.buy("u9", "", 1)
@@ -312,24 +285,7 @@ func TestRestore(t *testing.T) {
 	}
 	// A snapshot that claims more sold than stock is refused.
 	bad := newFixture(t, 1)
-	if err := bad.e.Restore(Snapshot{Items: []ItemRecord{{Item: Item{ID: "x", Name: "x", Stock: 1, PerUserLimit: 1}, Sold: 2}}}); err == nil {
+	if err := bad.e.Restore(engine.Snapshot{Items: []engine.ItemRecord{{Item: engine.Item{ID: "x", Name: "x", Stock: 1, PerUserLimit: 1}, Sold: 2}}}); err == nil {
 		t.Fatal("oversold snapshot accepted")
-	}
-}
-
-func TestStockTakeAcrossShards(t *testing.T) {
-	s := newStock(4)
-	s.spread(3) // 1,1,1,0
-	if s.take(4) {
-		t.Fatal("took 4 of 3")
-	}
-	if s.left() != 3 {
-		t.Fatalf("failed take kept units: %d left", s.left())
-	}
-	if !s.take(3) || s.left() != 0 {
-		t.Fatalf("take of all units spread over shards: %d left", s.left())
-	}
-	if s.take(1) {
-		t.Fatal("took from empty stock")
 	}
 }

@@ -1,25 +1,22 @@
-package engine
+package engine_test
 
 import (
 	"context"
 	"strconv"
 	"sync/atomic"
 	"testing"
-	"time"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
 )
 
-// nopSink accepts every order at once, so benchmarks measure the engine alone.
-type nopSink struct{}
-
-func (nopSink) Append(context.Context, *Order) error { return nil }
-
-func benchEngine(b *testing.B, stock int64) *Engine {
-	e, err := New(Options{Sink: nopSink{}, Catalog: &memCatalog{}})
+func benchEngine(b *testing.B, stock int64) *engine.Engine {
+	e, err := engine.New(engine.Options{Sink: enginetest.Discard{}, Catalog: &enginetest.Catalog{}})
 	if err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(e.Close)
-	if _, _, err := e.PutItem(context.Background(), Item{ID: "it", Name: "x", Stock: stock, PerUserLimit: 1}); err != nil {
+	if _, _, err := e.PutItem(context.Background(), engine.Item{ID: "it", Name: "x", Stock: stock, PerUserLimit: 1}); err != nil {
 		b.Fatal(err)
 	}
 	return e
@@ -29,9 +26,9 @@ func BenchmarkPurchaseSoldOut(b *testing.B) {
 	e := benchEngine(b, 0)
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		req := PurchaseRequest{ItemID: "it", UserID: "loser", RequestID: "r-1", Quantity: 1}
+		req := engine.PurchaseRequest{ItemID: "it", UserID: "loser", RequestID: "r-1", Quantity: 1}
 		for pb.Next() {
-			if _, _, err := e.Purchase(context.Background(), req); err != ErrSoldOut {
+			if _, _, err := e.Purchase(context.Background(), req); err != engine.ErrSoldOut {
 				b.Fatal(err)
 			}
 		}
@@ -42,7 +39,7 @@ func BenchmarkPurchaseSoldOut(b *testing.B) {
 // every iteration is a full winning purchase (the order is the one allocation
 // that has to be).
 func BenchmarkPurchaseWin(b *testing.B) {
-	e := benchEngine(b, MaxStock)
+	e := benchEngine(b, engine.MaxStock)
 	var next atomic.Int64
 	users := make([]string, 1<<20)
 	for i := range users {
@@ -57,28 +54,9 @@ func BenchmarkPurchaseWin(b *testing.B) {
 			if n < int64(len(users)) {
 				u = users[n]
 			}
-			if _, _, err := e.Purchase(context.Background(), PurchaseRequest{ItemID: "it", UserID: u, RequestID: "r", Quantity: 1}); err != nil {
+			if _, _, err := e.Purchase(context.Background(), engine.PurchaseRequest{ItemID: "it", UserID: u, RequestID: "r", Quantity: 1}); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
-}
-
-func BenchmarkOrderID(b *testing.B) {
-	g, _ := newIDGen(1)
-	now := time.Now()
-	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		for pb.Next() {
-			g.next(now)
-		}
-	})
-}
-
-func BenchmarkOrderIDWithClock(b *testing.B) {
-	g, _ := newIDGen(1)
-	b.ReportAllocs()
-	for b.Loop() {
-		g.next(time.Now())
-	}
 }

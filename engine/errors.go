@@ -3,7 +3,7 @@ package engine
 import "errors"
 
 // Code is the machine-readable reason for a refusal. The values are the error
-// codes of the HTTP contract (API.md), so the front maps them in one place.
+// codes of the HTTP contract (docs/api.md), so the front maps them in one place.
 type Code string
 
 const (

@@ -30,7 +30,7 @@ func TestIdentifiers(t *testing.T) {
 	f(ValidRequestID, strings.Repeat("r", 129), false)
 }
 
-// FuzzIdentifiers checks the validators against their definition in API.md.
+// FuzzIdentifiers checks the validators against their definition in docs/api.md.
 func FuzzIdentifiers(f *testing.F) {
 	for _, s := range []string{"", "a", "phone-1", "u@x:y.z", "a b", "\xff", strings.Repeat("x", 130)} {
 		f.Add(s)

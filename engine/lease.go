@@ -8,13 +8,13 @@ import (
 )
 
 // Cluster mode: an item's shards hold the units this node leased from the
-// shared pool (StockSource). A purchase that finds them short leases more,
+// shared pool (the Ledger). A purchase that finds them short leases more,
 // one lease per item at a time; a pool seen empty answers losers from
 // memory until the janitor sees units come back.
 
 // mayLease reports whether a short purchase may still get units by leasing.
 func (e *Engine) mayLease(it *item) bool {
-	return e.source != nil && it.pool.Load() != 0
+	return e.ledger != nil && it.pool.Load() != 0
 }
 
 // takeStock reserves q units, leasing when the shards are short.
@@ -49,7 +49,7 @@ func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 	if pool > 0 {
 		want = min(pool/8, e.maxLease) // large while plentiful, small near the end
 	}
-	granted, remaining, err := e.source.Lease(ctx, it.id, max(want, q))
+	granted, remaining, err := e.ledger.Lease(ctx, it.id, max(want, q))
 	if err != nil {
 		return false, err
 	}
@@ -63,7 +63,7 @@ func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 // putPooledItem creates or updates an item whose units live in the pool.
 // The caller holds adminMu.
 func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView, bool, error) {
-	if err := e.source.PutItem(ctx, in.ID, in.Stock); err != nil {
+	if err := e.ledger.PutItem(ctx, in.ID, in.Stock); err != nil {
 		if errors.Is(err, ErrStockBelowSold) {
 			return ItemView{}, false, ErrStockBelowSold
 		}
@@ -85,14 +85,14 @@ func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView
 
 // refreshPools reads what each item's pool has left: units another node
 // gave back are sold here, and stock_left lags the cluster by at most the
-// refresh period (API.md allows a second).
+// refresh period (docs/api.md allows a second).
 func (e *Engine) refreshPools() {
-	if e.source == nil {
+	if e.ledger == nil {
 		return
 	}
 	for _, it := range e.items.Load().sorted {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if n, err := e.source.Remaining(ctx, it.id); err == nil {
+		if n, err := e.ledger.Remaining(ctx, it.id); err == nil {
 			it.pool.Store(n)
 		}
 		cancel()
@@ -103,7 +103,7 @@ func (e *Engine) refreshPools() {
 // graceful stop in cluster mode (a no-op standalone). Purchases should have
 // stopped.
 func (e *Engine) GiveBackAll(ctx context.Context) error {
-	if e.source == nil {
+	if e.ledger == nil {
 		return nil
 	}
 	var errs []error
@@ -112,7 +112,7 @@ func (e *Engine) GiveBackAll(ctx context.Context) error {
 		if n == 0 || !it.stock.take(n) {
 			continue
 		}
-		if err := e.source.GiveBack(ctx, it.id, n); err != nil {
+		if err := e.ledger.GiveBack(ctx, it.id, n); err != nil {
 			it.stock.put(n)
 			errs = append(errs, fmt.Errorf("engine: cannot give back %d units of %q: %w", n, it.id, err))
 		}
@@ -120,17 +120,17 @@ func (e *Engine) GiveBackAll(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// SyncCatalog brings the engine's items in line with the shared catalogue:
+// syncCatalog brings the engine's items in line with the shared catalogue:
 // new items are added, changed definitions replace the old (a changed
-// total makes the next short purchase ask the pool again). A no-op
-// without Options.Sync.
-func (e *Engine) SyncCatalog() error {
-	if e.sync == nil {
+// total makes the next short purchase ask the pool again). Only in cluster
+// mode: standalone, this engine is the catalogue's only writer.
+func (e *Engine) syncCatalog() error {
+	if e.ledger == nil {
 		return nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	items, err := e.sync.Items(ctx)
+	items, err := e.catalog.Items(ctx)
 	if err != nil {
 		return err
 	}

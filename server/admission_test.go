@@ -8,8 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/circuit"
 	"github.com/flashsale/flashsale/engine"
-	"github.com/flashsale/flashsale/engine/circuit"
 	"github.com/flashsale/flashsale/server/admission"
 )
 
@@ -153,7 +153,7 @@ func TestConcurrentAdmissionKeepsTheBound(t *testing.T) {
 func TestCircuitOpensAndLosersAreStillAnswered(t *testing.T) {
 	var breaker *circuit.Sink
 	ts := newTestServerSink(t, Options{}, func(s engine.OrderSink) engine.OrderSink {
-		breaker = circuit.New("test", s, circuit.Options{Failures: 2, CoolDown: 100 * time.Millisecond})
+		breaker = circuit.NewSink("order_store", s, circuit.Options{Failures: 2, CoolDown: 100 * time.Millisecond})
 		return breaker
 	})
 	ts.putItem("it", `{"name":"x","price_cents":1,"stock":5,"per_user_limit":1}`)
@@ -164,7 +164,11 @@ func TestCircuitOpensAndLosersAreStillAnswered(t *testing.T) {
 	}
 	// Open: would-be winners get 503 at once; losers are answered from memory.
 	start := time.Now()
-	errCode(t, ts.buy("it", `{"user_id":"w"}`), 503, "unavailable")
+	r := ts.buy("it", `{"user_id":"w"}`)
+	errCode(t, r, 503, "unavailable")
+	if !strings.Contains(r.body, "order store is unavailable") {
+		t.Fatalf("the 503 does not name the dependency: %s", r.body)
+	}
 	errCode(t, ts.buy("gone", `{"user_id":"w"}`), 409, "sold_out")
 	if took := time.Since(start); took > 50*time.Millisecond {
 		t.Fatalf("answers while open took %v", took)

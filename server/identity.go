@@ -41,10 +41,16 @@ func ParseIdentityMode(s string) (IdentityMode, error) {
 	return 0, fmt.Errorf("-identity %q: use body, header or jwt", s)
 }
 
+// The defaults of Identity.
+const (
+	DefaultIdentityHeader = "X-User-Id"      // the header of IdentityHeader
+	DefaultJWTLeeway      = 30 * time.Second // the command's clock skew allowed on a token
+)
+
 // Identity configures how shoppers are identified.
 type Identity struct {
 	Mode      IdentityMode
-	Header    string        // IdentityHeader: the header; default X-User-Id
+	Header    string        // IdentityHeader: the header; default DefaultIdentityHeader
 	JWTSecret []byte        // IdentityJWT: the HMAC key, at least 32 bytes
 	JWTLeeway time.Duration // IdentityJWT: clock skew allowed on exp and nbf
 }

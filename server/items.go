@@ -126,7 +126,7 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 		return
 	case code == engine.CodeUnavailable:
 		s.errLog.Error("cannot save item", "item", id, "err", err)
-		writeError(ctx, code, "the item store is unavailable; nothing was changed, retry later")
+		writeError(ctx, code, dependencyOf(err, "the item store"), " is unavailable; nothing was changed, retry later")
 		return
 	default:
 		writeError(ctx, code, strings.TrimPrefix(err.Error(), "engine: "))
@@ -164,6 +164,6 @@ func (s *Server) deleteItem(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeItemNotFound, "no item ", id)
 	default:
 		s.errLog.Error("cannot end item", "item", id, "err", err)
-		writeError(ctx, engine.CodeUnavailable, "the item store is unavailable; nothing was changed, retry later")
+		writeError(ctx, engine.CodeUnavailable, dependencyOf(err, "the item store"), " is unavailable; nothing was changed, retry later")
 	}
 }

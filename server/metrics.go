@@ -13,30 +13,18 @@ import (
 	"github.com/flashsale/flashsale/server/admission"
 )
 
-// httpMetrics counts requests by route and status, purchase outcomes by
-// code, and reports each item's stock. Request counts are atomics in fixed
-// arrays, turned into series only when scraped: the hot path pays one
-// atomic add and one histogram observation, with no lock and no allocation.
-type httpMetrics struct {
-	s *Server
+// routeMetrics counts a listener's requests by route and status, and their
+// duration. Counts are atomics in fixed arrays, turned into series only when
+// scraped: the hot path pays one atomic add and one histogram observation,
+// with no lock and no allocation.
+type routeMetrics struct {
+	mu      sync.Mutex
+	routes  map[string]*routeStats
+	other   *routeStats // unknown routes and unreadable requests
+	servers map[string]*fasthttp.Server
 
-	mu     sync.Mutex
-	routes map[string]*routeStats
-	other  *routeStats // unknown routes and unreadable requests
-
-	duration *prometheus.HistogramVec
-	outcomes *prometheus.CounterVec
-	byCode   map[engine.Code]prometheus.Counter
-	created  prometheus.Counter
-	replayed prometheus.Counter
-
-	admitted     prometheus.Counter
-	shed         prometheus.Counter
-	connsRefused prometheus.Counter
-	limited      [4]prometheus.Counter // by admission.Limit
-	decisions    *prometheus.CounterVec
-
-	requestsDesc, stockTotal, stockLeft, sold, pending, idemEntries, openConns, inflight, clients *prometheus.Desc
+	duration                *prometheus.HistogramVec
+	requestsDesc, openConns *prometheus.Desc
 }
 
 type routeStats struct {
@@ -52,38 +40,115 @@ func (r *routeStats) count(status int) {
 	r.statuses[status].Add(1)
 }
 
+func newRouteMetrics() *routeMetrics {
+	m := &routeMetrics{
+		routes:  map[string]*routeStats{},
+		servers: map[string]*fasthttp.Server{},
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flashsale_http_request_duration_seconds",
+			Help:    "Time from routing a request to its response being ready, by route.",
+			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16), // 25 µs .. 0.8 s
+		}, []string{"route"}),
+		requestsDesc: prometheus.NewDesc("flashsale_http_requests_total", "HTTP requests by route and status.", []string{"route", "status"}, nil),
+		openConns:    prometheus.NewDesc("flashsale_http_open_connections", "Open connections by listener.", []string{"listener"}, nil),
+	}
+	m.other = m.route("other")
+	return m
+}
+
+func (m *routeMetrics) route(name string) *routeStats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r := m.routes[name]
+	if r == nil {
+		r = &routeStats{name: name, duration: m.duration.WithLabelValues(name)}
+		m.routes[name] = r
+	}
+	return r
+}
+
+// listen counts the open connections of srv under the listener's name.
+func (m *routeMetrics) listen(name string, srv *fasthttp.Server) {
+	m.mu.Lock()
+	m.servers[name] = srv
+	m.mu.Unlock()
+}
+
+// instrument counts h's answers under the route name.
+func (f *front) instrument(name string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	r := f.routes.route(name)
+	return func(ctx *fasthttp.RequestCtx) {
+		start := time.Now()
+		h(ctx)
+		r.duration.Observe(time.Since(start).Seconds())
+		r.count(ctx.Response.StatusCode())
+	}
+}
+
+func (m *routeMetrics) Describe(ch chan<- *prometheus.Desc) {
+	m.duration.Describe(ch)
+	ch <- m.requestsDesc
+	ch <- m.openConns
+}
+
+func (m *routeMetrics) Collect(ch chan<- prometheus.Metric) {
+	m.duration.Collect(ch)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, r := range m.routes {
+		for status := range r.statuses {
+			if n := r.statuses[status].Load(); n > 0 {
+				ch <- prometheus.MustNewConstMetric(m.requestsDesc, prometheus.CounterValue, float64(n), r.name, strconv.Itoa(status))
+			}
+		}
+	}
+	for name, srv := range m.servers {
+		ch <- prometheus.MustNewConstMetric(m.openConns, prometheus.GaugeValue, float64(srv.GetOpenConnectionsCount()), name)
+	}
+}
+
+// edgeMetrics are an edge node's: purchase outcomes by code, admission
+// decisions, and each item's stock as the engine sees it.
+type edgeMetrics struct {
+	s *Server
+
+	outcomes *prometheus.CounterVec
+	byCode   map[engine.Code]prometheus.Counter
+	created  prometheus.Counter
+	replayed prometheus.Counter
+
+	admitted     prometheus.Counter
+	shed         prometheus.Counter
+	connsRefused prometheus.Counter
+	limited      [4]prometheus.Counter // by admission.Limit
+	decisions    *prometheus.CounterVec
+
+	stockTotal, stockLeft, sold, pending, idemEntries, inflight, clients *prometheus.Desc
+}
+
 var purchaseCodes = []engine.Code{
 	engine.CodeInvalidRequest, engine.CodeItemNotFound, engine.CodeSoldOut, engine.CodeLimitExceeded,
 	engine.CodeSaleNotStarted, engine.CodeSaleEnded, engine.CodeRequestInProgress,
 	engine.CodeIdempotencyKeyReused, engine.CodeUnavailable, codeInternal,
 }
 
-func newHTTPMetrics(s *Server) *httpMetrics {
-	m := &httpMetrics{
-		s:      s,
-		routes: map[string]*routeStats{},
-		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "flashsale_http_request_duration_seconds",
-			Help:    "Time from routing a request to its response being ready, by route.",
-			Buckets: prometheus.ExponentialBuckets(25e-6, 2, 16), // 25 µs .. 0.8 s
-		}, []string{"route"}),
+func newEdgeMetrics(s *Server) *edgeMetrics {
+	m := &edgeMetrics{
+		s: s,
 		outcomes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flashsale_purchase_outcomes_total",
 			Help: "Purchase answers by outcome: created, replayed, or the error code.",
 		}, []string{"outcome"}),
 		byCode: map[engine.Code]prometheus.Counter{},
 
-		requestsDesc: prometheus.NewDesc("flashsale_http_requests_total", "HTTP requests by route and status.", []string{"route", "status"}, nil),
-		stockTotal:   prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
-		stockLeft:    prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
-		sold:         prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
-		pending:      prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
-		idemEntries:  prometheus.NewDesc("flashsale_idempotency_entries", "Request ids remembered for replays.", nil, nil),
-		openConns:    prometheus.NewDesc("flashsale_http_open_connections", "Open connections by listener.", []string{"listener"}, nil),
-		inflight:     prometheus.NewDesc("flashsale_admission_inflight", "Public API requests being served (bound: -max-inflight).", nil, nil),
-		clients:      prometheus.NewDesc("flashsale_admission_tracked_clients", "Client IPs tracked by the per-IP rate limit.", nil, nil),
+		stockTotal:  prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
+		stockLeft:   prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
+		sold:        prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
+		pending:     prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
+		idemEntries: prometheus.NewDesc("flashsale_idempotency_entries", "Request ids remembered for replays.", nil, nil),
+		inflight:    prometheus.NewDesc("flashsale_admission_inflight", "Public API requests being served (bound: -max-inflight).", nil, nil),
+		clients:     prometheus.NewDesc("flashsale_admission_tracked_clients", "Client IPs tracked by the per-IP rate limit.", nil, nil),
 	}
-	m.other = m.route("other")
 	for _, c := range purchaseCodes {
 		m.byCode[c] = m.outcomes.WithLabelValues(string(c))
 	}
@@ -102,18 +167,7 @@ func newHTTPMetrics(s *Server) *httpMetrics {
 	return m
 }
 
-func (m *httpMetrics) route(name string) *routeStats {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	r := m.routes[name]
-	if r == nil {
-		r = &routeStats{name: name, duration: m.duration.WithLabelValues(name)}
-		m.routes[name] = r
-	}
-	return r
-}
-
-func (m *httpMetrics) outcome(c engine.Code) {
+func (m *edgeMetrics) outcome(c engine.Code) {
 	if ctr := m.byCode[c]; ctr != nil {
 		ctr.Inc()
 		return
@@ -121,42 +175,19 @@ func (m *httpMetrics) outcome(c engine.Code) {
 	m.byCode[codeInternal].Inc()
 }
 
-// instrument counts h's answers under the route name.
-func (s *Server) instrument(name string, h fasthttp.RequestHandler) fasthttp.RequestHandler {
-	r := s.metrics.route(name)
-	return func(ctx *fasthttp.RequestCtx) {
-		start := time.Now()
-		h(ctx)
-		r.duration.Observe(time.Since(start).Seconds())
-		r.count(ctx.Response.StatusCode())
-	}
-}
-
-func (m *httpMetrics) Describe(ch chan<- *prometheus.Desc) {
-	m.duration.Describe(ch)
+func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.outcomes.Describe(ch)
 	m.decisions.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.requestsDesc, m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.openConns,
-		m.inflight, m.clients} {
+	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.inflight, m.clients} {
 		ch <- d
 	}
 }
 
-func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
-	m.duration.Collect(ch)
+func (m *edgeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.outcomes.Collect(ch)
 	m.decisions.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(m.s.inflight.InUse()))
 	ch <- prometheus.MustNewConstMetric(m.clients, prometheus.GaugeValue, float64(m.s.limits.Clients()))
-	m.mu.Lock()
-	for _, r := range m.routes {
-		for status := range r.statuses {
-			if n := r.statuses[status].Load(); n > 0 {
-				ch <- prometheus.MustNewConstMetric(m.requestsDesc, prometheus.CounterValue, float64(n), r.name, strconv.Itoa(status))
-			}
-		}
-	}
-	m.mu.Unlock()
 	for _, v := range m.s.eng.Items() {
 		ch <- prometheus.MustNewConstMetric(m.stockTotal, prometheus.GaugeValue, float64(v.Stock), v.ID)
 		ch <- prometheus.MustNewConstMetric(m.stockLeft, prometheus.GaugeValue, float64(v.StockLeft), v.ID)
@@ -164,6 +195,4 @@ func (m *httpMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(v.Pending), v.ID)
 	}
 	ch <- prometheus.MustNewConstMetric(m.idemEntries, prometheus.GaugeValue, float64(m.s.eng.IdempotencyEntries()))
-	ch <- prometheus.MustNewConstMetric(m.openConns, prometheus.GaugeValue, float64(m.s.public.GetOpenConnectionsCount()), "public")
-	ch <- prometheus.MustNewConstMetric(m.openConns, prometheus.GaugeValue, float64(m.s.admin.GetOpenConnectionsCount()), "admin")
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"strconv"
 	"time"
 
@@ -110,11 +111,22 @@ func (s *Server) writeEngineError(ctx *fasthttp.RequestCtx, err error, code engi
 		writeError(ctx, code, "request id ", req.RequestID, " was used before with a different request")
 	case engine.CodeUnavailable:
 		s.errLog.Error("purchase failed on a dependency", "err", err)
-		writeError(ctx, code, "the order store is unavailable; nothing was taken, retry later")
+		writeError(ctx, code, dependencyOf(err, "a dependency"), " is unavailable; nothing was taken, retry later")
 	case "":
 		s.errLog.Error("BUG: purchase failed with an unexpected error", "err", err)
 		writeError(ctx, codeInternal, "internal error")
 	default:
 		writeError(ctx, code, err.(*engine.Error).Message())
 	}
+}
+
+// dependencyOf names the dependency whose failure err is, for a 503's
+// message: the first error in the chain that says which (the circuit
+// breakers' errors do), or otherwise.
+func dependencyOf(err error, otherwise string) string {
+	var named interface{ Dependency() string }
+	if errors.As(err, &named) {
+		return named.Dependency()
+	}
+	return otherwise
 }

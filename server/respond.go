@@ -10,7 +10,7 @@ import (
 	"github.com/flashsale/flashsale/engine"
 )
 
-// Codes of API.md that only the front gives (the engine has the others).
+// Codes of docs/api.md that only the front gives (the engine has the others).
 const (
 	codeOrderNotFound        engine.Code = "order_not_found"
 	codeBodyTooLarge         engine.Code = "body_too_large"
@@ -60,7 +60,7 @@ var (
 	errorTail       = []byte("}}")
 )
 
-// writeError answers with the error shape of API.md. The message is built
+// writeError answers with the error shape of docs/api.md. The message is built
 // from parts so that the losers' answers cost no allocation: parts are
 // concatenated and written as one JSON string.
 func writeError(ctx *fasthttp.RequestCtx, code engine.Code, msg ...string) {

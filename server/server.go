@@ -1,8 +1,11 @@
 // Package server is the HTTP front of flashsale: fasthttp with
 // fasthttp/router, sonic JSON and pooled objects. It serves the public
 // listener (shoppers, behind Nginx) and the admin listener (items, metrics,
-// pprof) of API.md, and maps every refusal to its status in one place
-// (respond.go).
+// pprof) of docs/api.md (Server), or an admin listener alone for the writer
+// role (Admin, front.go), and maps every refusal to its status in one place
+// (respond.go). It owns admission control (admission/, admit) and shopper
+// identity (identity.go). It never decides a purchase (the engine does)
+// and never touches a store but through the engine and an OrderReader.
 package server
 
 import (
@@ -14,10 +17,8 @@ import (
 	"net/netip"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"time"
 
-	"github.com/fasthttp/router"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
@@ -25,8 +26,8 @@ import (
 	"github.com/flashsale/flashsale/server/admission"
 )
 
-// Options are the server's settings; every limit is explicit. Defaults()
-// fills the zero ones.
+// Options are the server's settings; every limit is explicit. Zero fields
+// take the defaults (Defaults), which are the command's flag defaults.
 type Options struct {
 	AdminToken string // required when the admin listener is not on loopback
 
@@ -38,7 +39,8 @@ type Options struct {
 	IdleTimeout      time.Duration // keep-alive between requests; default 60 s
 	MaxConns         int           // open connections per listener; default 100,000
 	MaxConnsPerIP    int           // public listener, per client IP; 0: unlimited (Nginx is one IP)
-	ShutdownDelay    time.Duration // /readyz fails this long before draining
+	ShutdownDelay    time.Duration // /readyz fails this long before draining; 0: none
+	DrainTimeout     time.Duration // after the delay, for requests in flight to finish; default 10 s
 	ReadyTimeout     time.Duration // bound on /readyz dependency checks; default 1 s
 
 	// Admission control of the public API (/api/...).
@@ -49,6 +51,22 @@ type Options struct {
 
 	Identity Identity // where shoppers' user ids come from; default: the body
 }
+
+// The defaults of Options.
+const (
+	DefaultMaxBodySize      = 4 << 10
+	DefaultMaxAdminBodySize = 64 << 10
+	DefaultMaxHeaderSize    = 8 << 10
+	DefaultReadTimeout      = 5 * time.Second
+	DefaultWriteTimeout     = 5 * time.Second
+	DefaultIdleTimeout      = 60 * time.Second
+	DefaultMaxConns         = 100_000
+	DefaultShutdownDelay    = time.Second // the command's; the zero Options has none
+	DefaultDrainTimeout     = 10 * time.Second
+	DefaultReadyTimeout     = time.Second
+	DefaultMaxQueueWait     = time.Millisecond // the command's; the zero Options waits not at all
+	InflightPerCPU          = 128
+)
 
 // Defaults fills the zero fields of o.
 func (o *Options) Defaults() {
@@ -62,31 +80,55 @@ func (o *Options) Defaults() {
 			*v = d
 		}
 	}
-	def(&o.MaxBodySize, 4<<10)
-	def(&o.MaxAdminBodySize, 64<<10)
-	def(&o.MaxHeaderSize, 8<<10)
-	def(&o.MaxConns, 100_000)
-	def(&o.MaxInflight, 128*runtime.GOMAXPROCS(0))
-	defd(&o.ReadTimeout, 5*time.Second)
-	defd(&o.WriteTimeout, 5*time.Second)
-	defd(&o.IdleTimeout, 60*time.Second)
-	defd(&o.ReadyTimeout, time.Second)
+	def(&o.MaxBodySize, DefaultMaxBodySize)
+	def(&o.MaxAdminBodySize, DefaultMaxAdminBodySize)
+	def(&o.MaxHeaderSize, DefaultMaxHeaderSize)
+	def(&o.MaxConns, DefaultMaxConns)
+	def(&o.MaxInflight, InflightPerCPU*runtime.GOMAXPROCS(0))
+	defd(&o.ReadTimeout, DefaultReadTimeout)
+	defd(&o.WriteTimeout, DefaultWriteTimeout)
+	defd(&o.IdleTimeout, DefaultIdleTimeout)
+	defd(&o.DrainTimeout, DefaultDrainTimeout)
+	defd(&o.ReadyTimeout, DefaultReadyTimeout)
 	if o.Identity.Header == "" {
-		o.Identity.Header = "X-User-Id"
+		o.Identity.Header = DefaultIdentityHeader
 	}
 }
 
-// CheckAdminAddr refuses an admin listener off loopback without a token.
-func CheckAdminAddr(addr, token string) error {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return fmt.Errorf("cannot parse admin listen address %q: %w", addr, err)
+// DefaultOptions are the command's defaults: those of Defaults, and a
+// shutdown delay, a queue wait and a JWT leeway (zero in the zero Options).
+func DefaultOptions() Options {
+	o := Options{ShutdownDelay: DefaultShutdownDelay, MaxQueueWait: DefaultMaxQueueWait}
+	o.Limits.Warmup = admission.DefaultWarmup
+	o.Identity.JWTLeeway = DefaultJWTLeeway
+	o.Defaults()
+	o.MaxInflight = 0 // sized to the machine at start
+	return o
+}
+
+// Validate checks the settings as given, and the rules between them.
+func (o Options) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if o.MaxBodySize < 64 || o.MaxAdminBodySize < 64 || o.MaxHeaderSize < 1024 || o.MaxConns < 1 {
+		bad("-max-body-size >= 64, -max-header-size >= 1024 and -max-conns >= 1 are required")
 	}
-	ip := net.ParseIP(host)
-	if host == "localhost" || ip != nil && ip.IsLoopback() || token != "" {
-		return nil
+	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 {
+		bad("-max-conns-per-ip, -max-inflight and -max-queue-wait must not be negative")
 	}
-	return fmt.Errorf("admin listener %q is not on loopback: set -admin-token, or bind it to 127.0.0.1", addr)
+	if o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.IdleTimeout <= 0 || o.ReadyTimeout <= 0 {
+		bad("-read-timeout, -write-timeout and -idle-timeout must be positive")
+	}
+	if o.ShutdownDelay < 0 || o.DrainTimeout <= 0 {
+		bad("-shutdown-delay must not be negative and -drain-timeout must be positive")
+	}
+	if err := o.Limits.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := o.Identity.Validate(len(o.TrustedProxies)); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
 }
 
 // OrderReader reads orders back, from the store of the mode in use.
@@ -103,72 +145,44 @@ type Check struct {
 	Check func(context.Context) error
 }
 
-// Server serves the public and the admin listener.
+// Server serves the public and the admin listener of an edge node.
 type Server struct {
-	opts     Options
-	eng      *engine.Engine
-	orders   OrderReader
-	checks   []Check
-	registry *prometheus.Registry
+	*front
+	eng    *engine.Engine
+	orders OrderReader
 
 	public, admin *fasthttp.Server
-	draining      atomic.Bool
 	limits        *admission.Limits
 	inflight      *admission.Inflight
 	stopJanitor   chan struct{}
-	ids           *requestIDs
-	metrics       *httpMetrics
-	errLog        rateLog
+	metrics       *edgeMetrics
 
 	routePurchase fasthttp.RequestHandler
 }
 
 // New builds a server. Its metrics are registered on reg, which /metrics
-// serves (with whatever else the caller registered there).
+// serves (with whatever else the caller registered there); /readyz asks
+// checks.
 func New(opts Options, eng *engine.Engine, orders OrderReader, checks []Check, reg *prometheus.Registry) (*Server, error) {
-	opts.Defaults()
-	if err := opts.Identity.Validate(len(opts.TrustedProxies)); err != nil {
+	f, err := newFront(opts, checks, reg)
+	if err != nil {
 		return nil, err
 	}
 	s := &Server{
-		opts:        opts,
+		front:       f,
 		eng:         eng,
 		orders:      orders,
-		checks:      checks,
-		registry:    reg,
-		ids:         newRequestIDs(),
-		errLog:      rateLog{interval: time.Second},
-		limits:      admission.NewLimits(opts.Limits, time.Now()),
-		inflight:    admission.NewInflight(opts.MaxInflight, opts.MaxQueueWait),
+		limits:      admission.NewLimits(f.opts.Limits, time.Now()),
+		inflight:    admission.NewInflight(f.opts.MaxInflight, f.opts.MaxQueueWait),
 		stopJanitor: make(chan struct{}),
 	}
-	s.metrics = newHTTPMetrics(s)
+	s.metrics = newEdgeMetrics(s)
 	if err := reg.Register(s.metrics); err != nil {
 		return nil, fmt.Errorf("cannot register HTTP metrics: %w", err)
 	}
-	s.public = s.newFastHTTP("flashsale-public", s.publicHandler(), opts.MaxBodySize)
-	s.admin = s.newFastHTTP("flashsale-admin", s.adminHandler(), opts.MaxAdminBodySize)
+	s.public = s.newFastHTTP("public", s.publicHandler(), f.opts.MaxBodySize)
+	s.admin = s.newFastHTTP("admin", s.adminHandler(), f.opts.MaxAdminBodySize)
 	return s, nil
-}
-
-func (s *Server) newFastHTTP(name string, h fasthttp.RequestHandler, maxBody int) *fasthttp.Server {
-	return &fasthttp.Server{
-		Name:                         name,
-		Handler:                      h,
-		ErrorHandler:                 s.parseError,
-		Logger:                       fasthttpLogger{&s.errLog},
-		Concurrency:                  s.opts.MaxConns,
-		ReadBufferSize:               s.opts.MaxHeaderSize, // also the bound on headers
-		WriteBufferSize:              4 << 10,
-		MaxRequestBodySize:           maxBody,
-		ReadTimeout:                  s.opts.ReadTimeout,
-		WriteTimeout:                 s.opts.WriteTimeout,
-		IdleTimeout:                  s.opts.IdleTimeout,
-		DisablePreParseMultipartForm: true,
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		CloseOnShutdown:              true,
-	}
 }
 
 // Serve serves the two listeners until Shutdown, or until one fails.
@@ -184,13 +198,8 @@ func (s *Server) Serve(public, admin net.Listener) error {
 // notice, then stops accepting and waits for requests in flight (bounded by
 // ctx). Answers given while draining carry Connection: close.
 func (s *Server) Shutdown(ctx context.Context) error {
-	s.draining.Store(true)
 	close(s.stopJanitor)
-	select {
-	case <-time.After(s.opts.ShutdownDelay):
-	case <-ctx.Done():
-	}
-	return errors.Join(s.public.ShutdownWithContext(ctx), s.admin.ShutdownWithContext(ctx))
+	return s.drain(ctx, s.public, s.admin)
 }
 
 // publicHandler is the public listener's entry. The purchase route is
@@ -243,7 +252,7 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
 	if !s.inflight.Acquire() {
 		s.metrics.shed.Inc()
 		writeError(ctx, engine.CodeUnavailable, "the server is at its in-flight limit; retry shortly (operators: raise -max-inflight)")
-		s.metrics.other.count(fasthttp.StatusServiceUnavailable)
+		s.routes.other.count(fasthttp.StatusServiceUnavailable)
 		return false
 	}
 	s.metrics.admitted.Inc()
@@ -263,7 +272,7 @@ func (s *Server) rateLimited(ctx *fasthttp.RequestCtx, lim admission.Limit, wait
 	}
 	var buf [20]byte
 	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], int64(admission.RetryAfter(wait)), 10))
-	s.metrics.other.count(fasthttp.StatusTooManyRequests)
+	s.routes.other.count(fasthttp.StatusTooManyRequests)
 }
 
 var (
@@ -282,55 +291,6 @@ func purchaseItemID(path []byte) ([]byte, bool) {
 		return nil, false
 	}
 	return id, true
-}
-
-func (s *Server) newRouter() *router.Router {
-	r := router.New()
-	r.RedirectTrailingSlash = false // a redirected POST would be a second purchase attempt
-	r.RedirectFixedPath = false
-	r.NotFound = s.instrument("other", func(ctx *fasthttp.RequestCtx) {
-		writeError(ctx, codeNotFound, "no such route")
-	})
-	r.MethodNotAllowed = s.instrument("other", func(ctx *fasthttp.RequestCtx) {
-		writeError(ctx, codeMethodNotAllowed, "method ", b2s(ctx.Method()), " is not allowed here")
-	})
-	r.PanicHandler = func(ctx *fasthttp.RequestCtx, v any) {
-		s.errLog.Error("BUG: handler panicked", "panic", v, "path", string(ctx.Path()))
-		writeError(ctx, codeInternal, "internal error")
-	}
-	return r
-}
-
-// parseError answers a request fasthttp could not read.
-func (s *Server) parseError(ctx *fasthttp.RequestCtx, err error) {
-	s.ids.set(ctx)
-	var small *fasthttp.ErrSmallBuffer
-	switch {
-	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		writeError(ctx, codeBodyTooLarge, "request body is over the limit")
-	case errors.As(err, &small):
-		writeError(ctx, engine.CodeInvalidRequest, "request headers are over the limit")
-		ctx.Response.SetStatusCode(fasthttp.StatusRequestHeaderFieldsTooLarge)
-	case isTimeout(err):
-		writeError(ctx, engine.CodeInvalidRequest, "request not received in time")
-		ctx.Response.SetStatusCode(fasthttp.StatusRequestTimeout)
-	default:
-		writeError(ctx, engine.CodeInvalidRequest, "malformed HTTP request")
-	}
-	s.metrics.other.count(ctx.Response.StatusCode())
-}
-
-// isTimeout reports a read deadline hit: any error in the chain with a
-// Timeout method (net errors, and the in-memory pipe's, which is no net.Error).
-func isTimeout(err error) bool {
-	var te interface{ Timeout() bool }
-	return errors.As(err, &te) && te.Timeout()
-}
-
-type fasthttpLogger struct{ l *rateLog }
-
-func (f fasthttpLogger) Printf(format string, args ...any) {
-	f.l.Error(fmt.Sprintf(format, args...), "component", "fasthttp")
 }
 
 // ioContext bounds a handler's store call by the write timeout. Handlers

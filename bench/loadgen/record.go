@@ -18,7 +18,7 @@ func newHistogram(digits int) *hdrhistogram.Histogram {
 	return hdrhistogram.New(minLatencyUS, maxLatencyUS, digits)
 }
 
-// Codes are the error codes of API.md, counted from error bodies.
+// Codes are the error codes of docs/api.md, counted from error bodies.
 var Codes = []string{
 	"invalid_request", "item_not_found", "order_not_found", "sold_out", "limit_exceeded",
 	"sale_not_started", "sale_ended", "request_in_progress", "idempotency_key_reused",

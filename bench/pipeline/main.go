@@ -10,7 +10,9 @@
 // end-to-end orders per second (first produce to last row in MySQL), the
 // largest consumer lag and how long the lag took to drain after the last
 // acknowledgement. With -preload the writers start after the last ack,
-// and orders/s is theirs alone. Kafka is kfake in process unless -kafka names brokers;
+// and orders/s is theirs alone. Each writer is built as the binary builds
+// one (node.NewWriter), so -batch and -pool are each writer's -writer-batch
+// and -writer-pool. Kafka is kfake in process unless -kafka names brokers;
 // Redis and MariaDB are the real ones (-redis, -mysql; a throwaway
 // database is created and dropped for each run).
 package main
@@ -20,6 +22,7 @@ import (
 	"flag"
 	"fmt"
 	"math/rand/v2"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -33,8 +36,10 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/mysqltest"
+	"github.com/flashsale/flashsale/node"
+	"github.com/flashsale/flashsale/persist/kafkasink"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
-	"github.com/flashsale/flashsale/persist/mysqlstore/mysqltest"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
@@ -44,13 +49,13 @@ func main() {
 	producers := flag.Int("producers", 256, "concurrent producing goroutines (winners in flight)")
 	writers := flag.Int("writers", 2, "writers in the consumer group")
 	batches := flag.String("batch", "100,500,2000", "writer batch sizes to try (records per poll), comma separated")
-	pools := flag.String("pool", "1,4,8", "ants pool sizes to try, comma separated")
+	pools := flag.String("pool", "1,4,8", "ants pool sizes (each writer's -writer-pool) to try, comma separated")
 	partitions := flag.Int("partitions", 12, "partitions of the orders topic")
 	linger := flag.Duration("linger", 0, "producer linger")
 	preload := flag.Bool("preload", false, "produce every order first, then start the writers: orders/s is the writers' alone (a backlog draining)")
 	kafka := flag.String("kafka", "", "Kafka brokers; empty runs kfake in process")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis")
-	dsn := flag.String("mysql", "flashsale:flashsale@tcp(127.0.0.1:3306)/flashsale_test", "MySQL DSN of a user that may create flashsale_test_* databases")
+	dsn := flag.String("mysql", mysqltest.DefaultDSN, "MySQL DSN of a user that may create flashsale_test_* databases")
 	flag.Parse()
 
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*redisAddr}, DisableCache: true})
@@ -61,7 +66,7 @@ func main() {
 	fmt.Fprintln(tw, "batch\tpool\torders/s\tproduce p50\tp99\tp99.9\tmax lag\tdrain after last ack\trows\t")
 	for _, b := range ints(*batches) {
 		for _, p := range ints(*pools) {
-			r := run(rc, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger, *preload)
+			r := run(rc, *redisAddr, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger, *preload)
 			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%d\t%v\t%d\t\n", b, p, r.rate, r.p50, r.p99, r.p999, r.maxLag,
 				r.drain.Round(time.Millisecond), r.rows)
 			fmt.Fprintf(os.Stderr, "batch %d pool %d: %.0f orders/s\n", b, p, r.rate)
@@ -78,58 +83,67 @@ type result struct {
 	rows           int64
 }
 
-func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration, preload bool) result {
+func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration, preload bool) result {
 	ctx := context.Background()
-	// A fresh broker, keys and database for each run.
-	var cfg orderlog.Config
+	// A fresh broker, topic, keys and database for each run; the writers
+	// configured as the command would configure them.
+	cfg := node.DefaultConfig()
+	cfg.Role, cfg.AdminListen, cfg.RedisAddr = node.RoleWriter, "127.0.0.1:0", redisAddr
 	if brokers == "" {
 		kf, err := kfake.NewCluster(kfake.NumBrokers(1))
 		check(err)
 		defer kf.Close()
-		cfg.Brokers = kf.ListenAddrs()
+		cfg.Kafka.Brokers = kf.ListenAddrs()
 	} else {
-		cfg.Brokers = strings.Split(brokers, ",")
+		cfg.Kafka.Brokers = strings.Split(brokers, ",")
 	}
-	cfg.Topic = fmt.Sprintf("bench.%d", rand.Uint32())
-	cfg.Partitions, cfg.Idempotent, cfg.Linger = partitions, true, linger
-	check(orderlog.EnsureTopics(ctx, cfg))
+	cfg.Kafka.Topic = fmt.Sprintf("bench.%d", rand.Uint32())
+	cfg.Kafka.Group = "bench-" + cfg.Kafka.Topic
+	cfg.Kafka.Partitions, cfg.Kafka.Linger = partitions, linger
+	cfg.Writer.MaxBatch, cfg.MySQL.Workers = batch, pool
+	cfg.Redis.Prefix = fmt.Sprintf("bench-%d", rand.Uint32())
+	check(orderlog.EnsureTopics(ctx, cfg.Kafka))
 	dsn, drop, err := mysqltest.Create(baseDSN)
 	check(err)
 	defer drop()
-	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Workers: pool, MaxRows: batch})
-	check(err)
-	defer db.Close()
-	prefix := fmt.Sprintf("bench-%d", rand.Uint32())
+	cfg.MySQL.DSN = dsn
 	defer func() {
-		keys, _ := rc.Do(ctx, rc.B().Keys().Pattern("{"+prefix+":*").Build()).AsStrSlice()
+		keys, _ := rc.Do(ctx, rc.B().Keys().Pattern("{"+cfg.Redis.Prefix+":*").Build()).AsStrSlice()
 		for _, k := range keys {
 			rc.Do(ctx, rc.B().Del().Key(k).Build())
 		}
 	}()
-	ledger := redisledger.New(rc, 1, redisledger.Options{Prefix: prefix, TrackClaims: true, Timeout: 5 * time.Second})
+	ledger := redisledger.New(rc, 1, redisledger.Options{Prefix: cfg.Redis.Prefix, TrackClaims: true, Timeout: 5 * time.Second})
 	check(ledger.PutItem(ctx, "it", int64(n)))
 	_, _, err = ledger.Lease(ctx, "it", int64(n))
 	check(err)
 
-	group := "bench-" + cfg.Topic
-	wctx, stopWriters := context.WithCancel(ctx)
-	var wg sync.WaitGroup
+	var running []*node.Writer
 	startWriters := func() {
 		for range writers {
-			w, err := orderlog.NewWriter(orderlog.WriterOptions{Kafka: cfg, Group: group, MaxBatch: batch,
-				Claims: redisledger.New(rc, 0, redisledger.Options{Prefix: prefix, TrackClaims: true}), Store: db})
+			w, err := node.NewWriter(ctx, cfg)
 			check(err)
-			wg.Go(func() { w.Run(wctx) })
+			adm, err := net.Listen("tcp", cfg.AdminListen)
+			check(err)
+			go w.Serve(adm)
+			running = append(running, w)
 		}
 	}
 	if !preload {
 		startWriters()
 	}
-	defer func() { stopWriters(); wg.Wait() }()
-	gap, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: cfg, Group: group, Ledger: ledger})
+	defer func() {
+		for _, w := range running {
+			w.Stop()
+		}
+	}()
+	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Tables: cfg.MySQL.Tables})
 	check(err)
-	defer gap.Close()
-	p, err := orderlog.NewProducer(cfg)
+	defer db.Close()
+	progress, err := orderlog.NewProgress(cfg.Kafka)
+	check(err)
+	defer progress.Close()
+	p, err := kafkasink.NewProducer(cfg.Kafka)
 	check(err)
 	defer p.Close(ctx)
 
@@ -140,7 +154,7 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 	defer stopSampling()
 	go func() {
 		for sampling.Err() == nil {
-			if lag, err := gap.Lag(sampling); err == nil {
+			if lag, err := progress.Lag(sampling); err == nil {
 				var sum int64
 				for _, l := range lag {
 					sum += l
@@ -199,7 +213,7 @@ func run(rc rueidis.Client, baseDSN, brokers string, n, producers, writers, batc
 	end := time.Now()
 	// Drained: the writers' committed offsets reached the end.
 	for {
-		lag, err := gap.Lag(ctx)
+		lag, err := progress.Lag(ctx)
 		check(err)
 		var sum int64
 		for _, l := range lag {

@@ -28,14 +28,39 @@ type Options struct {
 	// DSN is the go-sql-driver/mysql data source name. interpolateParams,
 	// parseTime and loc=UTC are forced on.
 	DSN string
-	// Tables is the number of order tables (orders_00 ..); default 32. It
-	// is fixed at the first migration: a store refuses another number.
+	// Tables is the number of order tables (orders_00 ..); default
+	// DefaultTables, at most MaxTables. It is fixed at the first migration:
+	// a store refuses another number.
 	Tables int
 	// Workers bounds the concurrent INSERT statements (the ants pool);
-	// default 8.
+	// default DefaultWorkers.
 	Workers int
-	// MaxRows bounds the rows of one INSERT statement; default 1000.
+	// MaxRows bounds the rows of one INSERT statement; default DefaultMaxRows.
 	MaxRows int
+}
+
+// The defaults and bounds of Options.
+const (
+	DefaultTables  = 32
+	MaxTables      = 1000
+	DefaultWorkers = 8
+	DefaultMaxRows = 1000
+)
+
+// DefaultOptions are the defaults, with no DSN.
+func DefaultOptions() Options {
+	return Options{Tables: DefaultTables, Workers: DefaultWorkers, MaxRows: DefaultMaxRows}
+}
+
+// Validate checks the settings as given.
+func (o Options) Validate() error {
+	if o.Tables < 1 || o.Tables > MaxTables || o.Workers < 1 || o.MaxRows < 1 {
+		return fmt.Errorf("-order-tables must be in [1, %d], -writer-pool and -writer-batch positive", MaxTables)
+	}
+	if _, err := mysql.ParseDSN(o.DSN); err != nil {
+		return fmt.Errorf("mysqlstore: bad DSN: %w", err)
+	}
+	return nil
 }
 
 // Store writes and reads the orders tables.
@@ -54,17 +79,17 @@ type Store struct {
 
 // Open connects, migrates the schema and starts the worker pool.
 func Open(ctx context.Context, o Options) (*Store, error) {
-	if o.Tables <= 0 {
-		o.Tables = 32
+	if o.Tables == 0 {
+		o.Tables = DefaultTables
 	}
-	if o.Tables > 1000 {
-		return nil, fmt.Errorf("mysqlstore: %d order tables: at most 1000", o.Tables)
+	if o.Workers == 0 {
+		o.Workers = DefaultWorkers
 	}
-	if o.Workers <= 0 {
-		o.Workers = 8
+	if o.MaxRows == 0 {
+		o.MaxRows = DefaultMaxRows
 	}
-	if o.MaxRows <= 0 {
-		o.MaxRows = 1000
+	if err := o.Validate(); err != nil {
+		return nil, err
 	}
 	cfg, err := mysql.ParseDSN(o.DSN)
 	if err != nil {

@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/engine"
-	"github.com/flashsale/flashsale/persist/mysqlstore/mysqltest"
+	"github.com/flashsale/flashsale/internal/mysqltest"
 )
 
 func open(t *testing.T, dsn string, tables int) *Store {

@@ -1,8 +1,10 @@
-// Package orderlog carries cluster mode's orders through Kafka (franz-go):
-// the edge's order sink (an idempotent, acks=all producer whose ack is the
-// 201), the writer role (a consumer group that stores the records in MySQL
-// in batches and commits offsets only after the rows), the topics (kadm),
-// and the reconciler that settles claims whose record never arrived.
+// Package orderlog is the contract of cluster mode's order log on Kafka:
+// what the edge nodes (persist/kafkasink), the writers
+// (persist/orderwriter) and the reconcilers (persist/reconcile) agree on.
+// It owns the record format (record.go), the settings and defaults every
+// client is built from and the topics' creation (config.go), and the reading
+// of how far the writers have come (progress.go). It produces and consumes
+// no order itself, and imports no adapter.
 package orderlog
 
 import (

@@ -28,15 +28,20 @@ type Catalog struct {
 	ttl    time.Duration
 }
 
-// NewCatalog returns the catalogue. c must have client-side caching on
-// (rueidis' default). ttl bounds how long a cached read may be served even
-// without an invalidation; default 1 s.
+// DefaultCacheTTL bounds how long a cached read of the catalogue may be
+// served without an invalidation.
+const DefaultCacheTTL = time.Second
+
+// NewCatalog returns the catalogue under prefix (default DefaultPrefix). c
+// must have client-side caching on (rueidis' default). ttl bounds how long a
+// cached read may be served even without an invalidation; default
+// DefaultCacheTTL.
 func NewCatalog(c rueidis.Client, prefix string, ttl time.Duration) *Catalog {
 	if prefix == "" {
-		prefix = "fs"
+		prefix = DefaultPrefix
 	}
 	if ttl <= 0 {
-		ttl = time.Second
+		ttl = DefaultCacheTTL
 	}
 	return &Catalog{c: c, prefix: prefix, ttl: ttl}
 }

@@ -9,6 +9,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
 )
 
 // cachingClient is a client with client-side caching on, as a node has.
@@ -69,7 +70,7 @@ func TestEnginesFollowTheCatalog(t *testing.T) {
 	for i := 1; i <= 2; i++ {
 		c := cachingClient(t)
 		l, cat := New(c, i, Options{Prefix: p}), NewCatalog(c, p, time.Second)
-		e, err := engine.New(engine.Options{NodeID: i, Sink: &memSink{}, Catalog: cat, Sync: cat, Ledger: l, Stock: l})
+		e, err := engine.New(engine.Options{NodeID: i, Sink: &enginetest.Sink{}, Catalog: cat, Ledger: l})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -6,6 +6,8 @@ import (
 	"testing"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
+	"github.com/flashsale/flashsale/ledger"
 )
 
 // TestTrackedClaims walks a claim through each of its fates: stored by a
@@ -39,10 +41,10 @@ func TestTrackedClaims(t *testing.T) {
 
 	// Stored: the writer's verdict is Store (twice: a redelivery), and the
 	// node can no longer undo it.
-	stored := order(1, "u1", "r|1")
+	stored := enginetest.Order(1, "u1", "r|1")
 	claim(stored)
 	balanced(1, 1)
-	if v, err := l.Persist(ctx, []*engine.Order{stored, stored}); err != nil || v[0] != Store || v[1] != Store {
+	if v, err := l.Persist(ctx, []*engine.Order{stored, stored}); err != nil || v[0] != ledger.Store || v[1] != ledger.Store {
 		t.Fatalf("persist: %v %v", v, err)
 	}
 	balanced(0, 1)
@@ -53,7 +55,7 @@ func TestTrackedClaims(t *testing.T) {
 
 	// Undone by its node: a record of it arriving late is refused, and the
 	// request id is free again.
-	undone := order(2, "u2", "r2")
+	undone := enginetest.Order(2, "u2", "r2")
 	claim(undone)
 	if err := l.Unclaim(ctx, undone); err != nil {
 		t.Fatal(err)
@@ -63,7 +65,7 @@ func TestTrackedClaims(t *testing.T) {
 		t.Fatalf("second unclaim: %v", err)
 	}
 	balanced(0, 1)
-	if v, _ := l.Persist(ctx, []*engine.Order{undone, order(99, "nobody", "")}); v[0] != Aborted || v[1] != Unknown {
+	if v, _ := l.Persist(ctx, []*engine.Order{undone, enginetest.Order(99, "nobody", "")}); v[0] != ledger.Refuse || v[1] != ledger.Unknown {
 		t.Fatalf("late record of an undone claim: %v", v)
 	}
 	if a, _ := l.Audit(ctx, "it"); a.Leases["1"] != 9 {
@@ -72,15 +74,15 @@ func TestTrackedClaims(t *testing.T) {
 
 	// Abandoned by the reconciler: the unit goes to the pool, the user's
 	// slot and request id are free; a changed record is left alone.
-	lost := order(3, "u3", "r3")
+	lost := enginetest.Order(3, "u3", "r3")
 	claim(lost)
 	claims, err := l.Claims(ctx, "it")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var pending []Claim
+	var pending []ledger.Claim
 	for _, cl := range claims {
-		if cl.State == ClaimPending {
+		if cl.State == ledger.Pending {
 			pending = append(pending, cl)
 		}
 	}
@@ -98,19 +100,19 @@ func TestTrackedClaims(t *testing.T) {
 	if after, _ := l.Remaining(ctx, "it"); after != before+1 {
 		t.Fatalf("pool %d -> %d after abandon", before, after)
 	}
-	if v, _ := l.Persist(ctx, []*engine.Order{lost}); v[0] != Aborted {
+	if v, _ := l.Persist(ctx, []*engine.Order{lost}); v[0] != ledger.Refuse {
 		t.Fatalf("record of an abandoned claim: %v", v)
 	}
-	if first, err := l.Claim(ctx, order(4, "u3", "r3"), 1); err != nil || first != nil {
+	if first, err := l.Claim(ctx, enginetest.Order(4, "u3", "r3"), 1); err != nil || first != nil {
 		t.Fatalf("the user's slot and request id after abandon: %v %v", first, err)
 	}
 	balanced(1, 2)
 
 	// A writer that stores first wins over a later abandon.
-	raced := order(5, "u5", "")
+	raced := enginetest.Order(5, "u5", "")
 	claim(raced)
 	claims, _ = l.Claims(ctx, "it")
-	var read Claim
+	var read ledger.Claim
 	for _, cl := range claims {
 		if cl.OrderID == 5 {
 			read = cl

@@ -1,12 +1,16 @@
-// Package redisledger is the cluster mode's stock ledger in Redis: the pool
-// of an item's units, the leases that move units into each node's
-// in-memory shards in batches, and the claims that confirm each winner
-// across all nodes (per-user count and request id). Every multi-key update
-// is a Lua script run through rueidis (EVALSHA, falling back to EVAL), and
-// the keys of one item share a hash tag, so the scripts run on Redis
-// Cluster too. See scripts.go for the data model and its invariant.
+// Package redisledger keeps cluster mode's shared ledger (package ledger) in
+// Redis: the pool of an item's units, the leases that move units into each
+// node's in-memory shards in batches, the claims that confirm each winner
+// across all nodes (per-user count and request id) and, with orders through
+// Kafka, the lifecycle of each claim; also the item catalogue (catalog.go)
+// and the nodes' registrations (nodes.go). Every multi-key update is a Lua
+// script run through rueidis (EVALSHA, falling back to EVAL), and the keys
+// of one item share a hash tag, so the scripts run on Redis Cluster too.
+// See scripts.go for the data model and its invariant.
 //
-// It is both the engine's Ledger (claims) and its StockSource (leases).
+// A Ledger is the engine's engine.Ledger, the writers' ledger.Marker and the
+// reconcilers' ledger.Settler and ledger.Pools. It never decides when a
+// claim may be abandoned: that is persist/reconcile's.
 package redisledger
 
 import (
@@ -20,25 +24,47 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/ledger"
 )
 
 var (
-	_ engine.Ledger      = (*Ledger)(nil)
-	_ engine.StockSource = (*Ledger)(nil)
+	_ engine.Ledger  = (*Ledger)(nil)
+	_ ledger.Marker  = (*Ledger)(nil)
+	_ ledger.Settler = (*Ledger)(nil)
+	_ ledger.Pools   = (*Ledger)(nil)
 )
 
 // Options configures a Ledger.
 type Options struct {
-	// Prefix namespaces the keys; default "fs".
+	// Prefix namespaces the keys; default DefaultPrefix.
 	Prefix string
 	// IdempotencyWindow is how long a claimed request id is remembered;
-	// default 10 minutes.
+	// default engine.DefaultIdempotencyWindow.
 	IdempotencyWindow time.Duration
-	// Timeout bounds each call to Redis; default 500 ms.
+	// Timeout bounds each call to Redis; default DefaultTimeout.
 	Timeout time.Duration
 	// TrackClaims records each claim by order id until a writer stores its
 	// order (orders through Kafka): see claims.go.
 	TrackClaims bool
+}
+
+// The defaults of Options.
+const (
+	DefaultPrefix  = "fs"
+	DefaultTimeout = 500 * time.Millisecond
+)
+
+// DefaultOptions are the defaults, claims untracked.
+func DefaultOptions() Options {
+	return Options{Prefix: DefaultPrefix, IdempotencyWindow: engine.DefaultIdempotencyWindow, Timeout: DefaultTimeout}
+}
+
+// Validate checks the settings as given.
+func (o Options) Validate() error {
+	if o.Prefix == "" || o.Timeout <= 0 || o.IdempotencyWindow <= 0 {
+		return errors.New("-redis-prefix must not be empty, -redis-timeout and the idempotency window must be positive")
+	}
+	return nil
 }
 
 // Ledger is one node's view of the shared ledger.
@@ -68,13 +94,13 @@ var (
 // New returns node's ledger over the client c.
 func New(c rueidis.Client, node int, o Options) *Ledger {
 	if o.Prefix == "" {
-		o.Prefix = "fs"
+		o.Prefix = DefaultPrefix
 	}
 	if o.IdempotencyWindow <= 0 {
-		o.IdempotencyWindow = 10 * time.Minute
+		o.IdempotencyWindow = engine.DefaultIdempotencyWindow
 	}
 	if o.Timeout <= 0 {
-		o.Timeout = 500 * time.Millisecond
+		o.Timeout = DefaultTimeout
 	}
 	track := "0"
 	if o.TrackClaims {
@@ -168,7 +194,8 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	req, has := k.requestOf(o)
 	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
-		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10), claimRecord(o)}).ToArray()
+		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10),
+		claimRecord(ledger.Pending, o.Quantity, o.CreatedAt, o.UserID, o.RequestID)}).ToArray()
 	if err != nil || len(vals) != 2 {
 		return nil, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
 	}
@@ -230,31 +257,10 @@ func decodeOrder(s string, req *engine.Order) (*engine.Order, error) {
 		Quantity: q, PriceCents: price, CreatedAt: time.UnixMilli(ms).UTC(), Status: engine.Accepted}, nil
 }
 
-// Audit is an item's ledger at one instant (read in one MULTI). Pending
-// counts the claimed units whose orders no writer has stored yet (tracked
-// claims only).
-type Audit struct {
-	Total, Remaining, Claimed, Pending int64
-	Leases                             map[string]int64 // by node
-}
-
-// Leased is the sum of the leases.
-func (a Audit) Leased() int64 {
-	var n int64
-	for _, v := range a.Leases {
-		n += v
-	}
-	return n
-}
-
-// Balanced reports whether total = remaining + leased + claimed, with
-// 0 <= pending <= claimed.
-func (a Audit) Balanced() bool {
-	return a.Total == a.Remaining+a.Leased()+a.Claimed && a.Pending >= 0 && a.Pending <= a.Claimed
-}
-
-// Audit reads an item's ledger atomically.
-func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
+// Audit reads an item's ledger atomically (in one MULTI). Pending counts
+// the claimed units whose orders no writer has stored yet (tracked claims
+// only).
+func (l *Ledger) Audit(ctx context.Context, item string) (ledger.Audit, error) {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
@@ -265,14 +271,14 @@ func (l *Ledger) Audit(ctx context.Context, item string) (Audit, error) {
 		l.c.B().Exec().Build())
 	exec, err := res[3].ToArray()
 	if err != nil || len(exec) != 2 {
-		return Audit{}, fmt.Errorf("redisledger: cannot audit %q: %v", item, errOr(err, "bad reply"))
+		return ledger.Audit{}, fmt.Errorf("redisledger: cannot audit %q: %v", item, errOr(err, "bad reply"))
 	}
 	stock, err1 := exec[0].AsIntMap()
 	leases, err2 := exec[1].AsIntMap()
 	if err := errors.Join(err1, err2); err != nil {
-		return Audit{}, fmt.Errorf("redisledger: cannot audit %q: %w", item, err)
+		return ledger.Audit{}, fmt.Errorf("redisledger: cannot audit %q: %w", item, err)
 	}
-	return Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Pending: stock["pending"], Leases: leases}, nil
+	return ledger.Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Pending: stock["pending"], Leases: leases}, nil
 }
 
 func errOr(err error, msg string) error {

@@ -13,17 +13,13 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flashsale/flashsale/engine"
-	"github.com/flashsale/flashsale/persist/redisledger/redistest"
+	"github.com/flashsale/flashsale/engine/enginetest"
+	"github.com/flashsale/flashsale/internal/redistest"
 )
 
 func client(t testing.TB) rueidis.Client { return redistest.Client(t) }
 
 func prefix(t testing.TB, c rueidis.Client) string { return redistest.Prefix(t, c) }
-
-func order(id uint64, user, req string) *engine.Order {
-	return &engine.Order{ID: id, ItemID: "it", UserID: user, RequestID: req, Quantity: 1, PriceCents: 100,
-		CreatedAt: time.UnixMilli(1_800_000_000_000).UTC()}
-}
 
 func TestLedgerScripts(t *testing.T) {
 	c := client(t)
@@ -42,21 +38,21 @@ func TestLedgerScripts(t *testing.T) {
 	if g, _, _ := n2.Lease(ctx, "it", 1); g != 0 {
 		t.Fatal("leased from an empty pool")
 	}
-	first := order(111, "u", "r1")
+	first := enginetest.Order(111, "u", "r1")
 	if o, err := n1.Claim(ctx, first, 1); err != nil || o != nil {
 		t.Fatalf("claim: %v %v", o, err)
 	}
 	// The same request on another node: the first order, field for field.
-	o, err := n2.Claim(ctx, order(222, "u", "r1"), 1)
+	o, err := n2.Claim(ctx, enginetest.Order(222, "u", "r1"), 1)
 	if err != nil || o == nil || *o != *first {
 		t.Fatalf("replay on node 2: %+v %v, want %+v", o, err, first)
 	}
 	// Another request of the same user on another node: over the limit.
-	if _, err := n2.Claim(ctx, order(333, "u", "r2"), 1); !errors.Is(err, engine.ErrLimitExceeded) {
+	if _, err := n2.Claim(ctx, enginetest.Order(333, "u", "r2"), 1); !errors.Is(err, engine.ErrLimitExceeded) {
 		t.Fatalf("second claim across nodes: %v", err)
 	}
 	// A node cannot claim units it was not leased.
-	if _, err := New(c, 3, Options{Prefix: p}).Claim(ctx, order(444, "v", ""), 1); !errors.Is(err, ErrNotLeased) {
+	if _, err := New(c, 3, Options{Prefix: p}).Claim(ctx, enginetest.Order(444, "v", ""), 1); !errors.Is(err, ErrNotLeased) {
 		t.Fatalf("claim without a lease: %v", err)
 	}
 	a, _ := n1.Audit(ctx, "it")
@@ -92,22 +88,6 @@ func TestLedgerScripts(t *testing.T) {
 	}
 }
 
-type memCatalog struct{}
-
-func (memCatalog) SaveItem(context.Context, engine.Item) error { return nil }
-
-type memSink struct {
-	mu     sync.Mutex
-	orders []*engine.Order
-}
-
-func (s *memSink) Append(_ context.Context, o *engine.Order) error {
-	s.mu.Lock()
-	s.orders = append(s.orders, o)
-	s.mu.Unlock()
-	return nil
-}
-
 // Three engines share one Redis and race 20,000 users (a fifth of them on
 // two nodes at once) for 1,000 units with per-user limit 1: never more than
 // 1,000 sold, nobody over the limit across nodes, the pool in balance even
@@ -119,12 +99,12 @@ func TestThreeEnginesOnRedis(t *testing.T) {
 	ctx := context.Background()
 	const stock, users = 1000, 20000
 	var engines []*engine.Engine
-	var sinks []*memSink
+	var sinks []*enginetest.Sink
 	var ledgers []*Ledger
 	for i := 1; i <= 3; i++ {
 		l := New(c, i, Options{Prefix: p})
-		sink := &memSink{}
-		e, err := engine.New(engine.Options{NodeID: i, Sink: sink, Catalog: memCatalog{}, Ledger: l, Stock: l})
+		sink := &enginetest.Sink{}
+		e, err := engine.New(engine.Options{NodeID: i, Sink: sink, Catalog: &enginetest.Catalog{}, Ledger: l})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,7 +193,7 @@ func TestThreeEnginesOnRedis(t *testing.T) {
 	}
 	held := map[string]int{}
 	for _, s := range sinks {
-		for _, o := range s.orders {
+		for _, o := range s.Orders() {
 			if held[o.UserID]++; held[o.UserID] > 1 {
 				t.Fatalf("user %s bought on two nodes", o.UserID)
 			}

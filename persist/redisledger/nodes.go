@@ -6,11 +6,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/redis/rueidis"
+
+	"github.com/flashsale/flashsale/engine"
 )
 
 // Node identity. A node registers under a node id (the one its order ids
@@ -20,8 +23,12 @@ import (
 // a later node that reuses its id. An instance whose key no longer holds its
 // token is dead: its leased, unclaimed units go back to the pool (Reconcile).
 
-// MaxNodeID is the highest node id (it must fit the order id's 10 bits).
-const MaxNodeID = 1023
+// DefaultNodeTTL is how long a node that stopped beating its heartbeat
+// still counts as alive; MinNodeTTL is the least accepted.
+const (
+	DefaultNodeTTL = 10 * time.Second
+	MinNodeTTL     = 500 * time.Millisecond
+)
 
 // ErrNodeIDTaken is returned when the asked node id belongs to a live node.
 var ErrNodeIDTaken = errors.New("redisledger: the node id is held by a live node")
@@ -54,7 +61,7 @@ func (l *Ledger) Register(ctx context.Context, want int, ttl time.Duration) (*Re
 	var b [8]byte
 	rand.Read(b[:])
 	token := hex.EncodeToString(b[:])
-	first, last := 1, MaxNodeID
+	first, last := 1, engine.MaxNodeID
 	if want != 0 {
 		first, last = want, want
 	}
@@ -83,6 +90,35 @@ func (r *Registration) Heartbeat(ctx context.Context) (bool, error) {
 		return true, fmt.Errorf("redisledger: heartbeat: %w", err) // unknown: keep going, retry
 	}
 	return n == 1, nil
+}
+
+// Keep beats the heartbeat every ttl/3 until ctx ends. The channel it
+// returns is closed when the node has lost its id: it must stop selling,
+// since others may give its leases back.
+func (r *Registration) Keep(ctx context.Context) <-chan struct{} {
+	lost := make(chan struct{})
+	go func() {
+		t := time.NewTicker(r.ttl / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				hctx, cancel := context.WithTimeout(ctx, r.ttl/3)
+				ok, err := r.Heartbeat(hctx)
+				cancel()
+				if err != nil {
+					slog.Warn("heartbeat to Redis failed; retrying", "err", err)
+				}
+				if !ok {
+					close(lost)
+					return
+				}
+			}
+		}
+	}()
+	return lost
 }
 
 // Release ends the registration at a graceful stop.

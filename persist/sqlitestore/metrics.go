@@ -19,15 +19,7 @@ func (s *Store) initMetrics() {
 	})
 }
 
-// Describe and Collect make the store a prometheus.Collector.
-func (s *Store) Describe(ch chan<- *prometheus.Desc) {
-	s.batchSize.Describe(ch)
-	s.commitSeconds.Describe(ch)
-	s.commitErrors.Describe(ch)
-}
-
-func (s *Store) Collect(ch chan<- prometheus.Metric) {
-	s.batchSize.Collect(ch)
-	s.commitSeconds.Collect(ch)
-	s.commitErrors.Collect(ch)
+// Collectors are the store's metrics, to register.
+func (s *Store) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{s.batchSize, s.commitSeconds, s.commitErrors}
 }

@@ -28,18 +28,12 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 	if err != nil {
 		return snap, err
 	}
-	err = s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended FROM items ORDER BY id`, nil, func(rows *sql.Rows) error {
-		var it engine.Item
-		var starts, ends sql.NullInt64
-		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended); err != nil {
-			return err
-		}
-		it.StartsAt, it.EndsAt = fromNanos(starts), fromNanos(ends)
-		snap.Items = append(snap.Items, engine.ItemRecord{Item: it, Sold: sold[it.ID]})
-		return nil
-	})
+	items, err := s.Items(ctx)
 	if err != nil {
 		return snap, err
+	}
+	for _, it := range items {
+		snap.Items = append(snap.Items, engine.ItemRecord{Item: it, Sold: sold[it.ID]})
 	}
 	err = s.query(ctx, `SELECT item_id, user_id, SUM(quantity) FROM orders GROUP BY item_id, user_id`, nil, func(rows *sql.Rows) error {
 		var h engine.Holding
@@ -72,6 +66,22 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 	}
 	snap.LastOrderID = uint64(last.Int64)
 	return snap, nil
+}
+
+// Items lists the item definitions, ordered by id (the engine's Catalog).
+func (s *Store) Items(ctx context.Context) ([]engine.Item, error) {
+	var items []engine.Item
+	err := s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended FROM items ORDER BY id`, nil, func(rows *sql.Rows) error {
+		var it engine.Item
+		var starts, ends sql.NullInt64
+		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended); err != nil {
+			return err
+		}
+		it.StartsAt, it.EndsAt = fromNanos(starts), fromNanos(ends)
+		items = append(items, it)
+		return nil
+	})
+	return items, err
 }
 
 func (s *Store) query(ctx context.Context, q string, args []any, each func(*sql.Rows) error) error {

@@ -1,6 +1,8 @@
 // Package sqlitestore is the standalone mode's durable store: orders and
 // items in one SQLite file (modernc.org/sqlite, pure Go), written with group
-// commit. It is the engine's OrderSink and Catalog, and reads orders back.
+// commit. It is the engine's OrderSink and Catalog, reads orders back, and
+// rebuilds the engine at start (Load). It never decides a purchase: an order
+// it is given is one the engine already took stock for.
 //
 // Group commit: Append puts the order in the open batch and waits. One writer
 // goroutine takes the whole batch, writes it in one transaction and commits;
@@ -36,8 +38,19 @@ type Options struct {
 	// Dir is the data directory; created if missing.
 	Dir string
 	// MaxBatch caps the orders written in one transaction; the rest wait for
-	// the next. Default 4096.
+	// the next. Default DefaultMaxBatch.
 	MaxBatch int
+}
+
+// DefaultMaxBatch is the most orders one group commit writes.
+const DefaultMaxBatch = 4096
+
+// Validate checks the settings as given.
+func (o Options) Validate() error {
+	if o.Dir == "" || o.MaxBatch < 1 {
+		return errors.New("the order store needs a data directory (-data-dir) and a batch of at least 1 (-store-max-batch)")
+	}
+	return nil
 }
 
 // ErrClosed is returned by Append after Close.
@@ -77,7 +90,7 @@ func newBatch() *batch { return &batch{done: make(chan struct{})} }
 // one process may use a data directory at a time.
 func Open(opts Options) (*Store, error) {
 	if opts.MaxBatch <= 0 {
-		opts.MaxBatch = 4096
+		opts.MaxBatch = DefaultMaxBatch
 	}
 	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
 		return nil, fmt.Errorf("cannot create data directory %q: %w", opts.Dir, err)

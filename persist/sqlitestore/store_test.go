@@ -7,10 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-	dto "github.com/prometheus/client_model/go"
-
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/engine/enginetest"
+	"github.com/flashsale/flashsale/internal/promtest"
 )
 
 func openStore(t testing.TB, dir string) *Store {
@@ -23,11 +22,6 @@ func openStore(t testing.TB, dir string) *Store {
 }
 
 var t0 = time.Date(2026, 11, 11, 12, 0, 0, 0, time.UTC)
-
-func order(id uint64, user, req string) *engine.Order {
-	return &engine.Order{ID: id, ItemID: "it", UserID: user, Quantity: 1, PriceCents: 500, RequestID: req,
-		CreatedAt: engine.OrderIDTime(id)}
-}
 
 func TestGroupCommitAndReload(t *testing.T) {
 	dir := t.TempDir()
@@ -47,15 +41,16 @@ func TestGroupCommitAndReload(t *testing.T) {
 			if i%2 == 0 {
 				req = fmt.Sprintf("r%d", i)
 			}
-			if err := s.Append(ctx, order(base+uint64(i), fmt.Sprintf("u%d", i%100), req)); err != nil {
+			if err := s.Append(ctx, enginetest.Order(base+uint64(i), fmt.Sprintf("u%d", i%100), req)); err != nil {
 				t.Error(err)
 			}
 		})
 	}
 	wg.Wait()
 	// Concurrent appends share commits, and every order is in one.
-	if commits, orders := sampleCount(s.commitSeconds), sampleSum(s.batchSize); commits >= n || orders != n {
-		t.Fatalf("%d commits for %v orders; want fewer commits than %d orders", commits, orders, n)
+	metrics := promtest.Of(s.Collectors()...)
+	if commits, orders := promtest.Value(metrics, "flashsale_store_commit_seconds"), promtest.Sum(metrics, "flashsale_store_commit_batch_orders"); commits >= n || orders != n {
+		t.Fatalf("%v commits for %v orders; want fewer commits than %d orders", commits, orders, n)
 	}
 	if err := s.Check(ctx); err != nil {
 		t.Fatal(err)
@@ -74,7 +69,7 @@ func TestGroupCommitAndReload(t *testing.T) {
 	if err := s.Close(); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(ctx, order(base+n, "x", "")); err != ErrClosed {
+	if err := s.Append(ctx, enginetest.Order(base+n, "x", "")); err != ErrClosed {
 		t.Fatalf("append after close: %v", err)
 	}
 
@@ -119,11 +114,11 @@ func TestFailedCommitStoresNothing(t *testing.T) {
 	defer s.Close()
 	ctx := context.Background()
 	id := engine.FirstOrderIDAt(t0)
-	if err := s.Append(ctx, order(id, "u", "")); err != nil {
+	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err != nil {
 		t.Fatal(err)
 	}
 	// A duplicate id fails its whole batch, and Check reports it.
-	if err := s.Append(ctx, order(id, "u", "")); err == nil {
+	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err == nil {
 		t.Fatal("duplicate order id accepted")
 	}
 	if p := s.lastErr.Load(); p == nil {
@@ -137,7 +132,7 @@ func TestFailedCommitStoresNothing(t *testing.T) {
 	if p := s.lastErr.Load(); p != nil {
 		t.Fatal("probe did not clear the failure")
 	}
-	if err := s.Append(ctx, order(id+1, "u", "")); err != nil {
+	if err := s.Append(ctx, enginetest.Order(id+1, "u", "")); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -152,7 +147,7 @@ func TestMaxBatchSeals(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range 50 {
 		wg.Go(func() {
-			if err := s.Append(context.Background(), order(base+uint64(i), "u", "")); err != nil {
+			if err := s.Append(context.Background(), enginetest.Order(base+uint64(i), "u", "")); err != nil {
 				t.Error(err)
 			}
 		})
@@ -185,7 +180,7 @@ func BenchmarkAppend(b *testing.B) {
 				for pb.Next() {
 					next.Lock()
 					id++
-					o := order(id, users[id%uint64(len(users))], "req")
+					o := enginetest.Order(id, users[id%uint64(len(users))], "req")
 					next.Unlock()
 					if err := s.Append(context.Background(), o); err != nil {
 						b.Fatal(err)
@@ -194,18 +189,6 @@ func BenchmarkAppend(b *testing.B) {
 			})
 		})
 	}
-}
-
-func sampleCount(h prometheus.Histogram) uint64 {
-	var m dto.Metric
-	h.Write(&m)
-	return m.GetHistogram().GetSampleCount()
-}
-
-func sampleSum(h prometheus.Histogram) float64 {
-	var m dto.Metric
-	h.Write(&m)
-	return m.GetHistogram().GetSampleSum()
 }
 
 func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
@@ -218,7 +201,7 @@ func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
 	if _, err := s.w.Exec(`PRAGMA query_only = 1`); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(ctx, order(id, "u", "")); err == nil {
+	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err == nil {
 		t.Fatal("commit succeeded on a read-only database")
 	}
 	if err := s.Check(ctx); err == nil {
@@ -230,7 +213,7 @@ func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
 	if err := s.Check(ctx); err != nil {
 		t.Fatalf("Check after the disk came back: %v", err)
 	}
-	if err := s.Append(ctx, order(id, "u", "")); err != nil {
+	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err != nil {
 		t.Fatal(err)
 	}
 }

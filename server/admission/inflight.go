@@ -50,6 +50,3 @@ func (f *Inflight) Release() { <-f.slots }
 
 // InUse is the number of requests holding a slot.
 func (f *Inflight) InUse() int { return len(f.slots) }
-
-// Cap is the bound.
-func (f *Inflight) Cap() int { return cap(f.slots) }

@@ -1,6 +1,7 @@
 package admission
 
 import (
+	"errors"
 	"hash/maphash"
 	"net/netip"
 	"sync"
@@ -24,14 +25,29 @@ func (l Limit) String() string { return limitNames[l] }
 
 // Options configures the rate limits; a rate of 0 turns its limit off.
 type Options struct {
-	Global, Item, IP float64       // requests per second
-	Warmup           time.Duration // climb from a third to the full rate; default 10 s
+	Global, Item, IP float64       // requests per second; 0 is off
+	Warmup           time.Duration // climb from a third to the full rate; default DefaultWarmup
 	// MaxIPs bounds the clients tracked by the per-IP limit; when full, idle
-	// clients are evicted first. Default 100,000.
+	// clients are evicted first. Default DefaultMaxIPs.
 	MaxIPs int
 	// IPIdle is how long a client may be silent before the sweep forgets
-	// it. Default 1 minute.
+	// it. Default DefaultIPIdle.
 	IPIdle time.Duration
+}
+
+// The defaults of Options.
+const (
+	DefaultWarmup = 10 * time.Second
+	DefaultMaxIPs = 100_000
+	DefaultIPIdle = time.Minute
+)
+
+// Validate checks the settings as given; zero is off (rates) or the default.
+func (o Options) Validate() error {
+	if o.Global < 0 || o.Item < 0 || o.IP < 0 || o.Warmup < 0 || o.MaxIPs < 0 || o.IPIdle < 0 {
+		return errors.New("-rate-* and -rate-warmup must not be negative")
+	}
+	return nil
 }
 
 // burstFor is the bucket of a limit: a tenth of a second's worth.
@@ -65,13 +81,13 @@ var seed = maphash.MakeSeed()
 // NewLimits returns the limits, cold at now.
 func NewLimits(o Options, now time.Time) *Limits {
 	if o.Warmup <= 0 {
-		o.Warmup = 10 * time.Second
+		o.Warmup = DefaultWarmup
 	}
 	if o.MaxIPs <= 0 {
-		o.MaxIPs = 100_000
+		o.MaxIPs = DefaultMaxIPs
 	}
 	if o.IPIdle <= 0 {
-		o.IPIdle = time.Minute
+		o.IPIdle = DefaultIPIdle
 	}
 	l := &Limits{opts: o}
 	if o.Global > 0 {

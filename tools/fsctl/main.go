@@ -7,8 +7,8 @@
 //
 // With orders through Kafka, -kafka makes reconcile also settle the claims
 // whose order never reached Kafka (once the writers have passed the
-// produce deadline: see orderlog.GapReconciler), and -mysql adds the rows
-// stored in MySQL to the audit.
+// produce deadline: see reconcile.Gap), and -mysql adds the rows stored in
+// MySQL to the audit.
 //
 // Without items it works on every item of the catalogue. The nodes do both
 // by themselves (reconcile every -reconcile-interval, audit at each
@@ -28,8 +28,10 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
+	"github.com/flashsale/flashsale/persist/reconcile"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
 
@@ -41,14 +43,14 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("fsctl", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	addr := fs.String("redis", "127.0.0.1:6379", "Redis address")
-	prefix := fs.String("redis-prefix", "fs", "prefix of the cluster's keys")
+	prefix := fs.String("redis-prefix", redisledger.DefaultPrefix, "prefix of the cluster's keys")
 	kafka := fs.String("kafka", "", "Kafka seed brokers (comma separated): reconcile also settles claims with no order in Kafka")
-	topic := fs.String("kafka-topic", "flashsale.orders", "topic of the orders")
-	group := fs.String("kafka-group", "flashsale-writers", "consumer group of the writers")
-	produceTimeout := fs.Duration("kafka-produce-timeout", 2*time.Second, "the edge nodes' produce deadline")
+	topic := fs.String("kafka-topic", orderlog.DefaultTopic, "topic of the orders")
+	group := fs.String("kafka-group", orderlog.DefaultGroup, "consumer group of the writers")
+	produceTimeout := fs.Duration("kafka-produce-timeout", orderlog.DefaultTimeout, "the edge nodes' produce deadline")
 	wait := fs.Duration("wait", 30*time.Second, "reconcile: how long to wait for the writers to pass the checkpoint")
 	dsn := fs.String("mysql", "", "MySQL DSN: audit also counts the units stored in MySQL")
-	tables := fs.Int("order-tables", 32, "order tables in MySQL")
+	tables := fs.Int("order-tables", mysqlstore.DefaultTables, "order tables in MySQL")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,12 +67,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second+*wait)
 	defer cancel()
 	l := redisledger.New(c, 0, redisledger.Options{Prefix: *prefix})
+	fail := func(err error) int {
+		fmt.Fprintf(stderr, "fsctl: %v\n", err)
+		return 1
+	}
 	items := fs.Args()[1:]
 	if len(items) == 0 && fs.Arg(0) != "nodes" {
-		all, err := redisledger.NewCatalog(c, *prefix, time.Second).Items(ctx)
+		all, err := redisledger.NewCatalog(c, *prefix, 0).Items(ctx)
 		if err != nil {
-			fmt.Fprintf(stderr, "fsctl: %v\n", err)
-			return 1
+			return fail(err)
 		}
 		for _, it := range all {
 			items = append(items, it.ID)
@@ -81,29 +86,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 		var db *mysqlstore.Store
 		if *dsn != "" {
 			if db, err = mysqlstore.Open(ctx, mysqlstore.Options{DSN: *dsn, Tables: *tables}); err != nil {
-				fmt.Fprintf(stderr, "fsctl: %v\n", err)
-				return 1
+				return fail(err)
 			}
 			defer db.Close()
 		}
 		return audit(ctx, l, db, items, stdout, stderr)
 	case "reconcile":
+		given, err := reconcile.Leases(ctx, l, items)
 		for _, it := range items {
-			n, err := l.Reconcile(ctx, it)
-			if err != nil {
-				fmt.Fprintf(stderr, "fsctl: %v\n", err)
-				return 1
+			if n, ok := given[it]; ok {
+				fmt.Fprintf(stdout, "%s: %d units of dead nodes given back to the pool\n", it, n)
 			}
-			fmt.Fprintf(stdout, "%s: %d units of dead nodes given back to the pool\n", it, n)
+		}
+		if err != nil {
+			return fail(err)
 		}
 		if *kafka == "" {
 			return 0
 		}
-		cfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Timeout: *produceTimeout}
-		res, err := settleClaims(ctx, cfg, *group, l, items, *wait)
+		cfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout}
+		g, err := reconcile.NewGap(reconcile.GapOptions{Kafka: cfg, Ledger: l})
 		if err != nil {
-			fmt.Fprintf(stderr, "fsctl: %v\n", err)
-			return 1
+			return fail(err)
+		}
+		defer g.Close()
+		res, err := g.Settle(ctx, items, *wait)
+		if err != nil {
+			return fail(err)
 		}
 		fmt.Fprintf(stdout, "claims with no order in Kafka given back: %d; settled claims forgotten: %d; pending (too recent): %d\n",
 			res.Abandoned, res.Forgotten, res.Pending)
@@ -111,8 +120,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "nodes":
 		keys, err := c.Do(ctx, c.B().Keys().Pattern(*prefix+":node:*").Build()).AsStrSlice()
 		if err != nil {
-			fmt.Fprintf(stderr, "fsctl: %v\n", err)
-			return 1
+			return fail(err)
 		}
 		sort.Strings(keys)
 		for _, k := range keys {
@@ -125,33 +133,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 2
 }
 
-// settleClaims takes a checkpoint of the orders topic, waits (up to wait)
-// for the writers to pass it, and settles the claims it makes certain.
-func settleClaims(ctx context.Context, cfg orderlog.Config, group string, l *redisledger.Ledger, items []string, wait time.Duration) (orderlog.GapResult, error) {
-	g, err := orderlog.NewGapReconciler(orderlog.GapOptions{Kafka: cfg, Group: group, Ledger: l})
-	if err != nil {
-		return orderlog.GapResult{}, err
-	}
-	defer g.Close()
-	if _, err := g.Pass(ctx, items); err != nil { // the checkpoint
-		return orderlog.GapResult{}, err
-	}
-	deadline := time.Now().Add(wait)
-	for {
-		res, err := g.Pass(ctx, items)
-		if err != nil || res.Passed {
-			return res, err
-		}
-		if time.Now().After(deadline) {
-			return res, fmt.Errorf("the writers (group %s) did not pass the checkpoint within %v: are they running?", group, wait)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
-}
-
 // audit prints each item's ledger (and, with db, the units stored in
 // MySQL); the exit status is 1 when one does not balance.
-func audit(ctx context.Context, l *redisledger.Ledger, db *mysqlstore.Store, items []string, stdout, stderr io.Writer) int {
+func audit(ctx context.Context, l ledger.Pools, db *mysqlstore.Store, items []string, stdout, stderr io.Writer) int {
 	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "item\ttotal\tremaining\tleased\tclaimed\tpending\tin_mysql\tdifference\tbalanced\t")
 	status := 0
@@ -161,7 +145,6 @@ func audit(ctx context.Context, l *redisledger.Ledger, db *mysqlstore.Store, ite
 			fmt.Fprintf(stderr, "fsctl: %v\n", err)
 			return 1
 		}
-		diff := a.Total - a.Remaining - a.Leased() - a.Claimed
 		stored := "-"
 		if db != nil {
 			n, err := db.Sold(ctx, it)
@@ -171,7 +154,7 @@ func audit(ctx context.Context, l *redisledger.Ledger, db *mysqlstore.Store, ite
 			}
 			stored = fmt.Sprint(n)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\t\n", it, a.Total, a.Remaining, a.Leased(), a.Claimed, a.Pending, stored, diff, a.Balanced())
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t%s\t%d\t%v\t\n", it, a.Total, a.Remaining, a.Leased(), a.Claimed, a.Pending, stored, a.Difference(), a.Balanced())
 		if !a.Balanced() {
 			status = 1
 		}

@@ -3,44 +3,23 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"math/rand/v2"
-	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/redis/rueidis"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/flashsale/flashsale/engine"
-	"github.com/flashsale/flashsale/persist/mysqlstore/mysqltest"
+	"github.com/flashsale/flashsale/internal/mysqltest"
+	"github.com/flashsale/flashsale/internal/redistest"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
-	"github.com/flashsale/flashsale/persist/redisledger/redistest"
 )
 
 func TestAuditAndReconcile(t *testing.T) {
-	addr := os.Getenv("FLASHSALE_TEST_REDIS")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
-	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{addr}, DisableCache: true})
-	if err != nil {
-		if os.Getenv("CI") != "" {
-			t.Fatal(err)
-		}
-		t.Skip(err)
-	}
-	defer c.Close()
-	p := fmt.Sprintf("fsctl-%d", rand.Uint64())
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
 	ctx := context.Background()
-	defer func() {
-		keys, _ := c.Do(ctx, c.B().Keys().Pattern("*"+p+"*").Build()).AsStrSlice()
-		for _, k := range keys {
-			c.Do(ctx, c.B().Del().Key(k).Build())
-		}
-	}()
 	l := redisledger.New(c, 0, redisledger.Options{Prefix: p})
 	redisledger.NewCatalog(c, p, time.Second).SaveItem(ctx, engine.Item{ID: "it", Name: "x", Stock: 10, PerUserLimit: 1})
 	l.PutItem(ctx, "it", 10)
@@ -51,7 +30,7 @@ func TestAuditAndReconcile(t *testing.T) {
 	f := func(want int, wantOut string, args ...string) {
 		t.Helper()
 		var out, errOut bytes.Buffer
-		if code := run(append([]string{"-redis", addr, "-redis-prefix", p}, args...), &out, &errOut); code != want || !strings.Contains(out.String(), wantOut) {
+		if code := run(append([]string{"-redis", redistest.Addr(), "-redis-prefix", p}, args...), &out, &errOut); code != want || !strings.Contains(out.String(), wantOut) {
 			t.Fatalf("fsctl %v: %d\n%s%s", args, code, out.String(), errOut.String())
 		}
 	}
@@ -89,12 +68,8 @@ func TestReconcileClaimsWithKafka(t *testing.T) {
 	if _, err := l.Claim(ctx, o, 1); err != nil {
 		t.Fatal(err)
 	}
-	addr := os.Getenv("FLASHSALE_TEST_REDIS")
-	if addr == "" {
-		addr = "127.0.0.1:6379"
-	}
 	var out, errOut bytes.Buffer
-	args := []string{"-redis", addr, "-redis-prefix", p, "-mysql", dsn, "-order-tables", "4"}
+	args := []string{"-redis", redistest.Addr(), "-redis-prefix", p, "-mysql", dsn, "-order-tables", "4"}
 	if code := run(append(args, "audit"), &out, &errOut); code != 0 || !strings.Contains(out.String(), "pending") {
 		t.Fatalf("audit: %d %s%s", code, out.String(), errOut.String())
 	}

@@ -1,0 +1,222 @@
+package e2e
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestClusterTwoNodes runs two processes of the binary on one Redis: they
+// sell one stock without overselling or letting a user buy on both; Redis
+// dies mid-sale (would-be winners get 503 at once, losers of an empty pool
+// are still answered) and comes back (the nodes recover by themselves); on
+// SIGTERM the nodes give their leases back and the ledger balances.
+func TestClusterTwoNodes(t *testing.T) {
+	port := freePort(t)
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	redis := ownRedis(t, port)
+	const stock, users = 200, 1600
+	var nodes []*proc
+	for id := 1; id <= 2; id++ {
+		nodes = append(nodes, start(t, t.TempDir(), "-redis", redisAddr, "-node-id", strconv.Itoa(id),
+			"-breaker-cooldown", "200ms", "-breaker-failures", "2", "-redis-timeout", "200ms", "-max-lease", "16"))
+	}
+	// An item is created on node 1 only; node 2 learns it from the
+	// catalogue in Redis within a second.
+	item := func(id string, total int) {
+		t.Helper()
+		if code, _, b := call(t, "PUT", nodes[0].Admin+"/api/v1/items/"+id, fmt.Sprintf(`{"name":"x","price_cents":1,"stock":%d,"per_user_limit":1}`, total)); code/100 != 2 {
+			t.Fatalf("put %s: %d %s", id, code, b)
+		}
+		deadline := time.Now().Add(1500 * time.Millisecond)
+		for {
+			code, _, b := call(t, "GET", nodes[1].Public+"/api/v1/items/"+id, "")
+			if code == 200 && strings.Contains(string(b), fmt.Sprintf(`"stock_total":%d`, total)) {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("node 2 does not see item %s a second after node 1 put it: %d %s", id, code, b)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	item("it", stock)
+	var mu sync.Mutex
+	won := map[string]int{}
+	var wg sync.WaitGroup
+	work := make(chan int)
+	for w := 0; w < 16; w++ {
+		wg.Go(func() {
+			for u := range work {
+				for k := 0; k < 1+boolInt(u%4 == 0); k++ { // a quarter try both nodes
+					n := nodes[(u+k)%2]
+					code, _, b := call(t, "POST", n.Public+"/api/v1/items/it/purchase", fmt.Sprintf(`{"user_id":"u%d","request_id":"r%d"}`, u, k))
+					switch code {
+					case 201:
+						mu.Lock()
+						won[fmt.Sprint("u", u)]++
+						mu.Unlock()
+					case 409:
+					default:
+						t.Errorf("purchase: %d %s", code, b)
+					}
+				}
+			}
+		})
+	}
+	for u := 0; u < users; u++ {
+		work <- u
+	}
+	close(work)
+	wg.Wait()
+	total := 0
+	for u, n := range won {
+		if n > 1 {
+			t.Fatalf("user %s bought %d times across nodes", u, n)
+		}
+		total += n
+	}
+	if total > stock {
+		t.Fatalf("oversold: %d of %d", total, stock)
+	}
+
+	// The ledger agrees: claims are exactly the units answered 201.
+	a0 := audit(t, redisAddr, "it")
+	if !a0.Balanced() || a0.Claimed != int64(total) || a0.Total != stock {
+		t.Fatalf("ledger after the sale: %+v (%d answered 201)", a0, total)
+	}
+	t.Logf("sold %d of %d; %d still leased to the nodes", total, stock, a0.Leased())
+
+	// Redis goes away mid-sale.
+	item("more", 50)
+	item("gone", 0)
+	call(t, "POST", nodes[0].Public+"/api/v1/items/gone/purchase", `{"user_id":"w"}`) // learns the pool is empty
+	redis.Process.Kill()
+	redis.Wait()
+	start := time.Now()
+	for i := 0; i < 4; i++ {
+		code, h, b := call(t, "POST", nodes[0].Public+"/api/v1/items/more/purchase", fmt.Sprintf(`{"user_id":"d%d"}`, i))
+		if code != 503 || h.Get("Retry-After") == "" {
+			t.Fatalf("purchase with Redis down: %d %s", code, b)
+		}
+	}
+	if took := time.Since(start); took > 2*time.Second {
+		t.Fatalf("four 503s took %v", took)
+	}
+	if code, _, b := call(t, "POST", nodes[0].Public+"/api/v1/items/gone/purchase", `{"user_id":"w2"}`); code != 409 {
+		t.Fatalf("a loser of an empty pool with Redis down: %d %s", code, b)
+	}
+	if code, _, _ := call(t, "GET", nodes[0].Public+"/readyz", ""); code != 503 {
+		t.Fatalf("readyz with Redis down: %d", code)
+	}
+	// Redis comes back (empty: no persistence here) and the nodes recover by
+	// themselves once the circuit's cool-down has passed; the operator puts
+	// the lost item back (until then the PUT answers 503, the circuit open).
+	ownRedis(t, port)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, _, b := call(t, "PUT", nodes[0].Admin+"/api/v1/items/more", `{"name":"x","price_cents":1,"stock":50,"per_user_limit":1}`)
+		if code/100 == 2 {
+			break
+		}
+		if code != 503 || time.Now().After(deadline) {
+			t.Fatalf("put after Redis came back: %d %s", code, b)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	for {
+		code, _, _ := call(t, "POST", nodes[0].Public+"/api/v1/items/more/purchase", `{"user_id":"back"}`)
+		if code == 201 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no recovery after Redis came back: %d", code)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
+	// A graceful stop gives the leases back; the ledger balances and the
+	// claims are exactly the orders the nodes stored.
+	for _, n := range nodes {
+		n.Cmd.Process.Signal(syscall.SIGTERM)
+		if err := <-n.Exited; err != nil {
+			t.Fatalf("exit: %v", err)
+		}
+	}
+	if a := audit(t, redisAddr, "more"); !a.Balanced() || a.Leased() != 0 || a.Claimed != 1 || a.Remaining != 49 {
+		t.Fatalf("ledger after the stop: %+v", a)
+	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// TestClusterNodeKilled kills a node with SIGKILL while it holds leased
+// units: once its registration lapses, the other node gives those units back
+// to the pool and sells them; nothing is oversold and the ledger balances.
+func TestClusterNodeKilled(t *testing.T) {
+	port := freePort(t)
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	ownRedis(t, port)
+	const stock = 300
+	args := []string{"-redis", redisAddr, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-max-lease", "50"}
+	n1 := start(t, t.TempDir(), append(args, "-node-id", "1")...)
+	n2 := start(t, t.TempDir(), append(args, "-node-id", "2")...)
+	call(t, "PUT", n1.Admin+"/api/v1/items/it", fmt.Sprintf(`{"name":"x","price_cents":1,"stock":%d,"per_user_limit":1}`, stock))
+	waitFor(t, n2.Public+"/api/v1/items/it")
+
+	sold := 0
+	buy := func(n *proc, user string) int {
+		code, _, b := call(t, "POST", n.Public+"/api/v1/items/it/purchase", fmt.Sprintf(`{"user_id":%q}`, user))
+		if code == 201 {
+			sold++
+		} else if code != 409 {
+			t.Fatalf("purchase on %s: %d %s", n.Public, code, b)
+		}
+		return code
+	}
+	for i := 0; i < 60; i++ {
+		buy(n2, fmt.Sprint("a", i))
+	}
+	before := audit(t, redisAddr, "it")
+	if before.Leased() == 0 {
+		t.Fatalf("node 2 holds no leased units to strand: %+v", before)
+	}
+	n2.Cmd.Process.Signal(syscall.SIGKILL)
+	<-n2.Exited
+
+	// Once node 2's registration lapses (1 s), node 1 gives its units back;
+	// node 1 then sells everything that is left.
+	deadline := time.Now().Add(10 * time.Second)
+	for u := 0; ; u++ {
+		if buy(n1, fmt.Sprint("b", u)) == 409 {
+			a := audit(t, redisAddr, "it")
+			if a.Remaining == 0 && a.Leased() == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the dead node's units were not given back: %+v", a)
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	a := audit(t, redisAddr, "it")
+	if !a.Balanced() || a.Claimed != stock || sold != stock {
+		t.Fatalf("after the reconciliation: %d answered 201, ledger %+v", sold, a)
+	}
+	_, _, m := call(t, "GET", n1.Admin+"/metrics", "")
+	for _, want := range []string{`flashsale_pool_audit_difference{item="it"} 0`, "flashsale_pool_reconciled_units_total"} {
+		if !strings.Contains(string(m), want) {
+			t.Fatalf("metrics lack %q", want)
+		}
+	}
+	t.Logf("node 2 held %d units when killed; all %d sold by node 1 afterwards", before.Leased(), stock-60)
+}

@@ -1,0 +1,152 @@
+// Package node assembles a flashsale process from a typed Config: an edge
+// node (NewEdge: the engine, its stores, the HTTP front and, in cluster mode,
+// its place in the cluster) or a writer (NewWriter: Kafka into MySQL). It is
+// the one place that chooses the mode and wires the packages together; the
+// parts never ask which mode they are in. It returns errors instead of
+// exiting, starts every background part it builds, and stops them in reverse
+// order (Stop). The command (the root package), the in-process cluster tests
+// and bench/pipeline all build their processes here.
+package node
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"github.com/flashsale/flashsale/circuit"
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/mysqlstore"
+	"github.com/flashsale/flashsale/persist/orderlog"
+	"github.com/flashsale/flashsale/persist/orderwriter"
+	"github.com/flashsale/flashsale/persist/reconcile"
+	"github.com/flashsale/flashsale/persist/redisledger"
+	"github.com/flashsale/flashsale/persist/sqlitestore"
+	"github.com/flashsale/flashsale/server"
+)
+
+// Role is what a process does.
+type Role string
+
+const (
+	// RoleEdge serves shoppers over HTTP (the default).
+	RoleEdge Role = "edge"
+	// RoleWriter moves orders from Kafka into MySQL.
+	RoleWriter Role = "writer"
+)
+
+// Config is a whole process's configuration. Each part is the
+// configuration of the package it belongs to, with that package's defaults
+// (DefaultConfig) and validation; Validate adds the rules between parts. The mode follows from what is set: RedisAddr makes an
+// edge node a cluster node, and Kafka.Brokers sends its orders through
+// Kafka into MySQL.
+type Config struct {
+	Role        Role   // RoleEdge or RoleWriter
+	Listen      string // public listener (edge)
+	AdminListen string // admin listener
+
+	// Engine holds the engine's settings (Shards, NodeID,
+	// IdempotencyWindow, MaxLease); the node sets its dependencies.
+	Engine  engine.Options
+	Server  server.Options      // the HTTP front's limits, admission, identity, admin token
+	Store   sqlitestore.Options // the embedded order store: standalone, and cluster mode without Kafka
+	Breaker circuit.Options     // the circuit breaker in front of each dependency
+
+	// Cluster mode: the shared ledger in Redis.
+	RedisAddr         string
+	Redis             redisledger.Options // Prefix, Timeout; the node sets IdempotencyWindow (the engine's) and TrackClaims
+	NodeTTL           time.Duration       // a silent node counts as dead after this
+	ReconcileInterval time.Duration       // how often dead nodes' leases and claims are settled
+
+	// Orders through Kafka into MySQL (with RedisAddr).
+	Kafka  orderlog.Config
+	MySQL  mysqlstore.Options  // the order database: the writers write it, edge nodes read it
+	Writer orderwriter.Options // MaxBatch, SessionTimeout; the node sets the rest
+}
+
+// The defaults of Config's own fields.
+const (
+	DefaultListen      = ":8080"
+	DefaultAdminListen = "127.0.0.1:6060"
+	DefaultDataDir     = "./data"
+)
+
+// DefaultConfig is the configuration with every part's defaults: a
+// standalone edge node. The command's flags start from it, and so should a
+// Config built by hand: Validate checks the values as given, so a zero
+// field is an error where zero means nothing.
+func DefaultConfig() Config {
+	return Config{
+		Role:              RoleEdge,
+		Listen:            DefaultListen,
+		AdminListen:       DefaultAdminListen,
+		Engine:            engine.DefaultOptions(),
+		Server:            server.DefaultOptions(),
+		Store:             sqlitestore.Options{Dir: DefaultDataDir, MaxBatch: sqlitestore.DefaultMaxBatch},
+		Breaker:           circuit.DefaultOptions(),
+		Redis:             redisledger.DefaultOptions(),
+		NodeTTL:           redisledger.DefaultNodeTTL,
+		ReconcileInterval: reconcile.DefaultInterval,
+		Kafka:             orderlog.DefaultConfig(),
+		MySQL:             mysqlstore.DefaultOptions(),
+		Writer:            orderwriter.DefaultOptions(),
+	}
+}
+
+// Mode names the mode the configuration makes, for logs.
+func (c Config) Mode() string {
+	switch {
+	case c.Role == RoleWriter:
+		return "writer"
+	case c.RedisAddr == "":
+		return "standalone"
+	case len(c.Kafka.Brokers) == 0:
+		return "cluster"
+	}
+	return "cluster, orders through Kafka"
+}
+
+// Validate checks every part, and the rules between them, before anything
+// starts.
+func (c Config) Validate() error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := checkAdminAddr(c.AdminListen, c.Server.AdminToken); err != nil {
+		errs = append(errs, err)
+	}
+	errs = append(errs, c.Engine.Validate(), c.Server.Validate(), c.Store.Validate(), c.Breaker.Validate(),
+		c.Redis.Validate(), c.Kafka.Validate(), c.MySQL.Validate(), c.Writer.Validate())
+	kafka, mysql, redis := len(c.Kafka.Brokers) > 0, c.MySQL.DSN != "", c.RedisAddr != ""
+	switch c.Role {
+	case RoleEdge:
+		if kafka && (!redis || !mysql) {
+			bad("-kafka needs -redis (claims) and -mysql (order reads)")
+		}
+		if mysql && !kafka {
+			bad("-mysql on an edge node needs -kafka: without it orders stay in the embedded store")
+		}
+	case RoleWriter:
+		if !kafka || !mysql || !redis {
+			bad("-role=writer needs -kafka, -mysql and -redis")
+		}
+	default:
+		bad("-role %q: want edge or writer", c.Role)
+	}
+	if c.NodeTTL < redisledger.MinNodeTTL || c.ReconcileInterval <= 0 {
+		bad("-reconcile-interval must be positive and -node-ttl at least %v", redisledger.MinNodeTTL)
+	}
+	return errors.Join(errs...)
+}
+
+// checkAdminAddr refuses an admin listener off loopback without a token.
+func checkAdminAddr(addr, token string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("cannot parse admin listen address %q: %w", addr, err)
+	}
+	ip := net.ParseIP(host)
+	if host == "localhost" || ip != nil && ip.IsLoopback() || token != "" {
+		return nil
+	}
+	return fmt.Errorf("admin listener %q is not on loopback: set -admin-token, or bind it to 127.0.0.1", addr)
+}

@@ -1,0 +1,178 @@
+// Package kafkasink is the edge node's order sink in cluster mode: each
+// winner's order becomes one Kafka record, and Append returns once the
+// brokers acknowledged it (acks=all), which is when the shopper gets 201.
+// It also answers reads of the orders this node acknowledged that the
+// writers have not stored yet (reader.go). It never consumes the topic and
+// never touches the ledger: a failed Append is undone by the engine through
+// its Ledger.
+package kafkasink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/twmb/franz-go/pkg/kgo"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/orderlog"
+)
+
+// Producer is the edge's order sink (engine.OrderSink): each winner's
+// order is one record, and Append returns once the brokers acknowledged it
+// (acks=all: every in-sync replica has it). franz-go batches the records of
+// concurrent purchases into one produce request per partition.
+type Producer struct {
+	cl      *kgo.Client
+	topic   string
+	timeout time.Duration
+	recent  *recent
+
+	seconds prometheus.Histogram
+	errors  prometheus.Counter
+}
+
+var _ engine.OrderSink = (*Producer)(nil)
+
+// NewProducer connects a producer; it does not wait for the brokers.
+func NewProducer(c orderlog.Config) (*Producer, error) {
+	c = c.WithDefaults()
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	cl, err := kgo.NewClient(append(c.ClientOpts(), c.ProducerOpts()...)...)
+	if err != nil {
+		return nil, fmt.Errorf("kafkasink: %w", err)
+	}
+	return &Producer{cl: cl, topic: c.Topic, timeout: c.Timeout, recent: newRecent(recentMax),
+		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_produce_seconds",
+			Help:    "Time from a winner's produce to the brokers' acknowledgement (or failure).",
+			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}), // 0.1 ms .. 3.3 s
+		errors: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_kafka_produce_errors_total",
+			Help: "Produces that failed or timed out; their purchases got 503 and their claims were undone."}),
+	}, nil
+}
+
+// errAckTimeout: the brokers did not answer within the produce deadline
+// (and the grace franz-go may need to give up an in-flight request). The
+// record may still land: the claim's tombstone makes the writers refuse it.
+var errAckTimeout = errors.New("kafkasink: no acknowledgement from Kafka within the produce deadline")
+
+// Append produces o and waits for the acknowledgement (engine.OrderSink).
+// The request's ctx is not used to cancel: a client going away must not
+// turn an acknowledged order into a refused one. The deadline is the
+// producer's own, and it gives up at most orderlog.AckGrace after it.
+func (p *Producer) Append(_ context.Context, o *engine.Order) error {
+	val, err := orderlog.Encode(o)
+	if err != nil {
+		return err
+	}
+	rec := &kgo.Record{Topic: p.topic, Key: []byte(o.UserID), Value: val, Timestamp: o.CreatedAt,
+		Headers: []kgo.RecordHeader{{Key: "order_id", Value: strconv.AppendUint(nil, o.ID, 10)}}}
+	if o.RequestID != "" {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "request_id", Value: []byte(o.RequestID)})
+	}
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	done := make(chan error, 1)
+	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	t := time.NewTimer(p.timeout + orderlog.AckGrace)
+	defer t.Stop()
+	select {
+	case err = <-done:
+	case <-t.C:
+		err = errAckTimeout
+	}
+	p.seconds.Observe(time.Since(start).Seconds())
+	if err != nil {
+		p.errors.Inc()
+		return fmt.Errorf("kafkasink: cannot produce order %d: %w", o.ID, err)
+	}
+	p.recent.add(o)
+	return nil
+}
+
+// Check asks a broker for the cluster's metadata, for /readyz.
+func (p *Producer) Check(ctx context.Context) error { return p.cl.Ping(ctx) }
+
+// Close flushes what is buffered (bounded by ctx) and closes the client.
+func (p *Producer) Close(ctx context.Context) error {
+	err := p.cl.Flush(ctx)
+	p.cl.Close()
+	return err
+}
+
+// Recent returns an order this producer had acknowledged and still
+// remembers, with status accepted.
+func (p *Producer) Recent(id uint64) (*engine.Order, bool) { return p.recent.get(id) }
+
+// RecentOf returns the user's acknowledged orders this producer remembers.
+func (p *Producer) RecentOf(user string) []*engine.Order { return p.recent.ofUser(user) }
+
+// Collectors are the producer's metrics, to register.
+func (p *Producer) Collectors() []prometheus.Collector {
+	return []prometheus.Collector{p.seconds, p.errors}
+}
+
+// recentMax bounds the acknowledged orders a producer remembers for reads
+// (winners only: the stock bounds them; ~200 bytes each).
+const recentMax = 100_000
+
+// recent remembers the last acknowledged orders, oldest evicted first.
+type recent struct {
+	mu     sync.Mutex
+	max    int
+	ring   []*engine.Order
+	next   int
+	byID   map[uint64]*engine.Order
+	byUser map[string][]*engine.Order
+}
+
+func newRecent(max int) *recent {
+	return &recent{max: max, byID: map[uint64]*engine.Order{}, byUser: map[string][]*engine.Order{}}
+}
+
+func (r *recent) add(o *engine.Order) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.ring) < r.max {
+		r.ring = append(r.ring, o)
+	} else {
+		old := r.ring[r.next]
+		delete(r.byID, old.ID)
+		list := r.byUser[old.UserID]
+		for i, x := range list {
+			if x == old {
+				list = append(list[:i:i], list[i+1:]...)
+				break
+			}
+		}
+		if len(list) == 0 {
+			delete(r.byUser, old.UserID)
+		} else {
+			r.byUser[old.UserID] = list
+		}
+		r.ring[r.next] = o
+		r.next = (r.next + 1) % r.max
+	}
+	r.byID[o.ID] = o
+	r.byUser[o.UserID] = append(r.byUser[o.UserID], o)
+}
+
+func (r *recent) get(id uint64) (*engine.Order, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	o, ok := r.byID[id]
+	return o, ok
+}
+
+func (r *recent) ofUser(user string) []*engine.Order {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]*engine.Order(nil), r.byUser[user]...)
+}
