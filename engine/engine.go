@@ -445,6 +445,20 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	return o, false, nil
 }
 
+// takeStock reserves q units, leasing when the shards are short.
+func (e *Engine) takeStock(ctx context.Context, it *item, q int64) (bool, error) {
+	for attempt := 0; attempt < 3; attempt++ {
+		if it.stock.take(q) {
+			return true, nil
+		}
+		ok, err := e.refill(ctx, it, q)
+		if err != nil || !ok {
+			return false, err
+		}
+	}
+	return false, nil // others took each refill first: sold out for now
+}
+
 // replay answers a request id that is already known.
 func replay(ent *idemEntry, first *Order, itemID string, q int64) (*Order, bool, error) {
 	switch {

@@ -17,20 +17,6 @@ func (e *Engine) mayLease(it *item) bool {
 	return e.ledger != nil && it.pool.Load() != 0
 }
 
-// takeStock reserves q units, leasing when the shards are short.
-func (e *Engine) takeStock(ctx context.Context, it *item, q int64) (bool, error) {
-	for attempt := 0; attempt < 3; attempt++ {
-		if it.stock.take(q) {
-			return true, nil
-		}
-		ok, err := e.refill(ctx, it, q)
-		if err != nil || !ok {
-			return false, err
-		}
-	}
-	return false, nil // others took each refill first: sold out for now
-}
-
 // refill leases units until q are local, or the pool is empty.
 func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 	if !e.mayLease(it) {

@@ -17,7 +17,7 @@ import (
 // Tracked claims (package ledger has their lifecycle): each claim is kept
 // by order id in the item's claims hash as "state|q|created ms|user|request
 // id", where state is a ledger.State. The transitions are the Lua scripts
-// claim, unclaim, abandon and persist (scripts.go).
+// claim and unclaim (ledger.go), abandon and persist (below).
 
 // claimRecord is a claim's value in the claims hash; the request id, which
 // may hold any printable character, comes last.
@@ -41,6 +41,28 @@ func parseClaim(item, id, rec string) (ledger.Claim, error) {
 		CreatedAt: time.UnixMilli(ms).UTC(), UserID: parts[3], RequestID: parts[4]}, nil
 }
 
+// release is the part of unclaim and abandon that gives a claim's units
+// back: the user's count down, the request id forgotten (only if it still
+// names this order), the claim's units out of claimed and, for a tracked
+// claim, out of pending, and the claim turned into a tombstone.
+// It expects q, the user, the request key, "has request id", the order
+// id and the claim record (cur, false when untracked) in locals, and
+// KEYS[1] = stock, users and claims as named.
+const release = `
+local held = tonumber(redis.call('HGET', users, user) or '0')
+if held < q then return 0 end
+if has == '1' then
+  local first = redis.call('GET', req)
+  if first and string.match(first, '^(%d+)|') == id then redis.call('DEL', req) end
+end
+if held == q then redis.call('HDEL', users, user) else redis.call('HINCRBY', users, user, -q) end
+redis.call('HINCRBY', KEYS[1], 'claimed', -q)
+if cur then
+  redis.call('HINCRBY', KEYS[1], 'pending', -q)
+  redis.call('HSET', claims, id, 'a' .. string.sub(cur, 2))
+end
+`
+
 // Claims lists the tracked claims of item, in every state.
 func (l *Ledger) Claims(ctx context.Context, item string) ([]ledger.Claim, error) {
 	ctx, cancel := l.bound(ctx)
@@ -59,6 +81,22 @@ func (l *Ledger) Claims(ctx context.Context, item string) ([]ledger.Claim, error
 	}
 	return out, nil
 }
+
+// abandon undoes a pending claim no record can still store (its node died
+// between the claim and the Kafka ack, or its undo failed): the units go
+// back to the pool, since the node that claimed them may be gone.
+// KEYS: stock, users, claims, req (or users when none). ARGV: order id, the
+// claim record as read (the script acts only if it is unchanged), user, q,
+// has request id. Returns 1 abandoned, 0 changed meanwhile.
+var abandon = rueidis.NewLuaScript(`
+local id, users, claims, req = ARGV[1], KEYS[2], KEYS[3], KEYS[4]
+local user, q, has = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local cur = redis.call('HGET', claims, id)
+if cur ~= ARGV[2] or string.sub(cur, 1, 1) ~= 'p' then return 0 end
+` + release + `
+redis.call('HINCRBY', KEYS[1], 'remaining', q)
+return 1
+`)
 
 // Abandon gives back the units of a pending claim that no record can still
 // store, to the pool. It returns false, doing nothing, when the claim
@@ -91,6 +129,23 @@ func (l *Ledger) Forget(ctx context.Context, item string, ids ...uint64) error {
 	}
 	return l.c.Do(ctx, l.c.B().Hdel().Key(l.keys(item).claims).Field(fields...).Build()).Error()
 }
+
+// persist marks a pending claim stored, for a writer about to insert its
+// order: from then on nothing can undo it.
+// KEYS: stock, claims. ARGV: order id. Returns 1 (store it: newly marked or
+// already stored, a redelivery), 0 aborted (its units were given back:
+// refuse it), -1 no such claim.
+var persist = rueidis.NewLuaScript(`
+local cur = redis.call('HGET', KEYS[2], ARGV[1])
+if not cur then return -1 end
+local st = string.sub(cur, 1, 1)
+if st == 's' then return 1 end
+if st ~= 'p' then return 0 end
+local q = tonumber(string.match(cur, '^p|(%d+)|'))
+redis.call('HSET', KEYS[2], ARGV[1], 's' .. string.sub(cur, 2))
+redis.call('HINCRBY', KEYS[1], 'pending', -q)
+return 1
+`)
 
 // Persist marks the claims of orders stored, for a writer about to insert
 // them, in one pipelined round trip. The verdicts are in the order of os.

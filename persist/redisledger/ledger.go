@@ -6,7 +6,8 @@
 // and the nodes' registrations (nodes.go). Every multi-key update is a Lua
 // script run through rueidis (EVALSHA, falling back to EVAL), and the keys
 // of one item share a hash tag, so the scripts run on Redis Cluster too.
-// See scripts.go for the data model and its invariant.
+// The data model and its invariant are below; each script stands before
+// the method that runs it.
 //
 // A Ledger is the engine's engine.Ledger, the writers' ledger.Marker and the
 // reconcilers' ledger.Settler and ledger.Pools. It never decides when a
@@ -47,6 +48,29 @@ type Options struct {
 	// order (orders through Kafka): see claims.go.
 	TrackClaims bool
 }
+
+// The ledger's state for one item lives in keys that share the hash tag
+// {<prefix>:<item>}, so every script touches one slot (Redis Cluster):
+//
+//	stock   hash: total (units of the sale), remaining (not leased to any
+//	        node), claimed (units of winners' claims)
+//	leases  hash: node id -> units leased to that node and not yet claimed
+//	users   hash: user id -> units claimed by that user
+//	req:... string: the order id that first answered a (user, request id),
+//	        with the idempotency window as its expiry
+//	claims  hash (only when orders go through Kafka): order id ->
+//	        "state|q|created ms|user|request id", state p (pending: claimed,
+//	        not yet in the order database), s (stored by a writer) or a
+//	        (aborted: given back; a record of it arriving late is refused)
+//
+// Invariant, at every instant, since each script moves units atomically:
+//
+//	total = remaining + sum(leases) + claimed, and pending <= claimed
+//
+// where pending (a field of stock) counts the units of claims in state p.
+// A claim moves p -> s (persist, by a writer) or p -> a (unclaim by its
+// node, or abandon by the reconciler), never back: whichever script runs
+// first decides, so an order is either stored with its unit or refused.
 
 // The defaults of Options.
 const (
@@ -132,6 +156,21 @@ func (k keys) requestOf(o *engine.Order) (key, has string) {
 	return k.reqKey(o.UserID, o.RequestID), "1"
 }
 
+// putItem sets the total of an item, creating it; lowering the total
+// takes from the unleased pool only.
+// KEYS: stock. ARGV: total. Returns remaining, or -1 when the pool cannot
+// give up enough units (stock below what is leased or claimed).
+var putItem = rueidis.NewLuaScript(`
+local total = tonumber(ARGV[1])
+local old = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
+local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
+local delta = total - old
+if remaining + delta < 0 then return -1 end
+redis.call('HSET', KEYS[1], 'total', total, 'remaining', remaining + delta)
+redis.call('HSETNX', KEYS[1], 'claimed', 0)
+return remaining + delta
+`)
+
 // PutItem sets an item's total stock (creating it). Lowering it below what
 // is leased or claimed fails with engine.ErrStockBelowSold.
 func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
@@ -159,6 +198,19 @@ func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
 	return n, err
 }
 
+// lease moves up to want units from the pool to a node.
+// KEYS: stock, leases. ARGV: node, want. Returns {granted, remaining}.
+var lease = rueidis.NewLuaScript(`
+local want = tonumber(ARGV[2])
+local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
+local granted = math.min(want, remaining)
+if granted > 0 then
+  redis.call('HINCRBY', KEYS[1], 'remaining', -granted)
+  redis.call('HINCRBY', KEYS[2], ARGV[1], granted)
+end
+return {granted, remaining - granted}
+`)
+
 // Lease moves up to want units of item from the pool to this node. It
 // returns the units granted and what the pool has left.
 func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error) {
@@ -172,6 +224,18 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 	return vals[0], vals[1], nil
 }
 
+// giveBack moves up to n leased units of a node back to the pool.
+// KEYS: stock, leases. ARGV: node, n. Returns the units given back.
+var giveBack = rueidis.NewLuaScript(`
+local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+local n = math.min(tonumber(ARGV[2]), held)
+if n > 0 then
+  redis.call('HINCRBY', KEYS[2], ARGV[1], -n)
+  redis.call('HINCRBY', KEYS[1], 'remaining', n)
+end
+return n
+`)
+
 // GiveBack returns up to n of this node's leased units of item to the pool.
 func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 	ctx, cancel := l.bound(ctx)
@@ -182,6 +246,37 @@ func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 	}
 	return nil
 }
+
+// claim turns q leased units of a node into a winner's claim, checking the
+// user's count against the limit across all nodes and recording the
+// request id, or answers with the order that first used the request id.
+// KEYS: stock, leases, users, req (or the same key as users when there is
+// no request id), claims. ARGV: node, user, q, limit, encoded order, window
+// seconds, has request id (1/0), track (1/0), order id, claim record.
+// Returns {1, ""} claimed, {2, order} replay, {0, "limit"} over the limit,
+// {0, "lease"} the node holds fewer units.
+var claim = rueidis.NewLuaScript(`
+local q = tonumber(ARGV[3])
+if ARGV[7] == '1' then
+  local first = redis.call('GET', KEYS[4])
+  if first then return {2, first} end
+end
+local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
+if held + q > tonumber(ARGV[4]) then return {0, 'limit'} end
+local leased = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
+if leased < q then return {0, 'lease'} end
+redis.call('HINCRBY', KEYS[2], ARGV[1], -q)
+redis.call('HINCRBY', KEYS[3], ARGV[2], q)
+redis.call('HINCRBY', KEYS[1], 'claimed', q)
+if ARGV[7] == '1' then
+  redis.call('SET', KEYS[4], ARGV[5], 'EX', tonumber(ARGV[6]))
+end
+if ARGV[8] == '1' then
+  redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
+  redis.call('HINCRBY', KEYS[1], 'pending', q)
+end
+return {1, ''}
+`)
 
 // Claim confirms a winner across all nodes (engine.Ledger): a unit of
 // this node's lease becomes the user's, within the per-user limit, and the
@@ -211,6 +306,27 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	}
 	return nil, ErrNotLeased
 }
+
+// unclaim undoes a claim whose purchase failed later: the units go back to
+// the node's lease. A tracked claim is undone only while pending: one a
+// writer already stored is kept (the order exists).
+// KEYS: stock, leases, users, req, claims. ARGV: node, user, q, order id,
+// has request id, track (1/0). Returns 1 undone, 0 no
+// such claim (or already undone), 2 stored by a writer: kept.
+var unclaim = rueidis.NewLuaScript(`
+local q, user, req, has, users, claims, id = tonumber(ARGV[3]), ARGV[2], KEYS[4], ARGV[5], KEYS[3], KEYS[5], ARGV[4]
+local cur = false
+if ARGV[6] == '1' then
+  cur = redis.call('HGET', claims, id)
+  if not cur then return 0 end
+  local st = string.sub(cur, 1, 1)
+  if st == 's' then return 2 end
+  if st ~= 'p' then return 0 end
+end
+` + release + `
+redis.call('HINCRBY', KEYS[2], ARGV[1], q)
+return 1
+`)
 
 // Unclaim undoes a claim whose purchase failed later (engine.Ledger). A
 // tracked claim that a writer has already stored is kept, and Unclaim says

@@ -1,6 +1,12 @@
 package server
 
+// The public listener's entry and the purchase, the path a shopper's
+// "buy" takes through the front: admission (rate limits, the in-flight
+// bound), the route matched by hand, identity, the body decoded, the
+// engine asked, the answer written.
+
 import (
+	"bytes"
 	"context"
 	"errors"
 	"strconv"
@@ -11,6 +17,97 @@ import (
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/server/admission"
 )
+
+// publicHandler is the public listener's entry. The purchase route is
+// matched here by hand, before the router: the router copies every path
+// parameter into a new string and slice, and a sold-out answer must not
+// allocate (allocation_test.go). The router still knows the route, for 405s.
+func (s *Server) publicHandler() fasthttp.RequestHandler {
+	r := s.newRouter()
+	s.routePurchase = s.instrument("purchase", func(ctx *fasthttp.RequestCtx) {
+		id, _ := purchaseItemID(ctx.Path())
+		s.purchase(ctx, b2s(id))
+	})
+	r.GET("/api/v1/items", s.instrument("items", s.listItems))
+	r.GET("/api/v1/items/{id}", s.instrument("item", s.getItem))
+	r.POST("/api/v1/items/{id}/purchase", s.routePurchase)
+	r.GET("/api/v1/orders/{order_id}", s.instrument("order", s.getOrder))
+	r.GET("/api/v1/users/{user_id}/orders", s.instrument("user_orders", s.userOrders))
+	s.health(r)
+	h := r.Handler
+	return func(ctx *fasthttp.RequestCtx) {
+		s.ids.set(ctx)
+		if !bytes.HasPrefix(ctx.Path(), apiPrefix) {
+			h(ctx) // health endpoints and 404s are never refused
+			return
+		}
+		if !s.admit(ctx) {
+			return
+		}
+		defer s.inflight.Release()
+		if ctx.IsPost() {
+			if _, ok := purchaseItemID(ctx.Path()); ok {
+				s.routePurchase(ctx)
+				return
+			}
+		}
+		h(ctx)
+	}
+}
+
+var apiPrefix = []byte("/api/")
+
+// admit applies the global and per-IP rate limits (429) and the in-flight
+// bound (503) to a request of the public API. When it returns true the
+// caller must release the in-flight slot.
+func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
+	if lim, wait := s.limits.Allow(s.clientIP(ctx), time.Now()); lim != admission.None {
+		s.rateLimited(ctx, lim, wait)
+		return false
+	}
+	if !s.inflight.Acquire() {
+		s.metrics.shed.Inc()
+		writeError(ctx, engine.CodeUnavailable, "the server is at its in-flight limit; retry shortly (operators: raise -max-inflight)")
+		s.routes.other.count(fasthttp.StatusServiceUnavailable)
+		return false
+	}
+	s.metrics.admitted.Inc()
+	return true
+}
+
+// rateLimited answers 429 with the wait in Retry-After.
+func (s *Server) rateLimited(ctx *fasthttp.RequestCtx, lim admission.Limit, wait time.Duration) {
+	s.metrics.limited[lim].Inc()
+	switch lim {
+	case admission.Global:
+		writeError(ctx, codeRateLimited, "the server is at its global rate limit")
+	case admission.Item:
+		writeError(ctx, codeRateLimited, "this item is at its rate limit")
+	default:
+		writeError(ctx, codeRateLimited, "too many requests from this client")
+	}
+	var buf [20]byte
+	ctx.Response.Header.SetBytesV("Retry-After", strconv.AppendInt(buf[:0], int64(admission.RetryAfter(wait)), 10))
+	s.routes.other.count(fasthttp.StatusTooManyRequests)
+}
+
+var (
+	purchasePrefix = []byte("/api/v1/items/")
+	purchaseSuffix = []byte("/purchase")
+)
+
+// purchaseItemID matches /api/v1/items/{id}/purchase as the router would:
+// id is one non-empty path segment.
+func purchaseItemID(path []byte) ([]byte, bool) {
+	if !bytes.HasPrefix(path, purchasePrefix) || !bytes.HasSuffix(path, purchaseSuffix) {
+		return nil, false
+	}
+	id := path[len(purchasePrefix) : len(path)-len(purchaseSuffix)]
+	if len(path) < len(purchasePrefix)+len(purchaseSuffix) || len(id) == 0 || bytes.IndexByte(id, '/') >= 0 {
+		return nil, false
+	}
+	return id, true
+}
 
 // purchaseBody is the request of POST /api/v1/items/{id}/purchase.
 type purchaseBody struct {
