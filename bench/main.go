@@ -2,7 +2,9 @@
 // server (or one it starts with -spawn), with open-loop load at a fixed
 // arrival rate, latency from the intended send time, and a verdict on the
 // sale's correctness; -ceiling measures a bare fasthttp handler with the
-// same settings so that throughput can be quoted as a ratio.
+// same settings so that throughput can be quoted as a ratio. It never
+// touches a server's stores: it creates its items through the admin API and
+// reads everything back through the public one.
 //
 //	go run ./bench -spawn bin/flashsale -scenario flash -ceiling
 //	go run ./bench -target http://127.0.0.1:8080 -admin http://127.0.0.1:6060 -scenario ramp

@@ -2,7 +2,8 @@
 // them: the flashsale command (standalone, cluster nodes, writers), the dev
 // broker, a Redis of a test's own, the real MariaDB and Nginx. This file is
 // the one helper file (as nats-server's test/test.go): build once, free
-// ports, start, wait until ready, call, stop.
+// ports, start, wait until ready, call, stop. The tests never reach inside
+// a process: only flags, HTTP, signals and the dependencies' own servers.
 package e2e
 
 import (

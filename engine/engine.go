@@ -6,7 +6,7 @@
 // each winner across all nodes (deps.go). It imports nothing of the project
 // and never asks which mode it is in beyond whether it has a Ledger.
 //
-// Invariants (tested in engine_test.go):
+// Invariants (tested in engine_test.go, cluster_test.go and chaos_test.go):
 //   - a shard never goes below zero, so units sold never exceed stock;
 //   - a user's holdings never exceed the item's per-user limit;
 //   - a request id that won is answered with its first order for the window;

@@ -5,7 +5,9 @@
 // parts never ask which mode they are in. It returns errors instead of
 // exiting, starts every background part it builds, and stops them in reverse
 // order (Stop). The command (the root package), the in-process cluster tests
-// and bench/pipeline all build their processes here.
+// and bench/pipeline all build their processes here. It never decides a
+// purchase, stores an order or serves a request itself: it only assembles
+// the packages that do.
 package node
 
 import (

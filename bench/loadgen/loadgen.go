@@ -2,7 +2,8 @@
 // arrival rate over a fixed pool of keep-alive connections (or closed-loop
 // at full speed), latency measured from each request's intended send time
 // into HDR histograms, and the generator's own CPU use, so a reader can tell
-// when the generator, not the server, is the limit.
+// when the generator, not the server, is the limit. It never judges the
+// answers: a scenario's verdict does.
 //
 // The send loop reuses its request, response and connection: a Workload
 // fills the request in place and observes the response, and must not

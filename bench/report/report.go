@@ -1,5 +1,5 @@
 // Package report turns load generator results into a table for people, a
-// JSON document for machines, and PNG charts.
+// JSON document for machines, and PNG charts. It never runs load.
 package report
 
 import (

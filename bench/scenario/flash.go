@@ -1,6 +1,7 @@
 // Package scenario holds the load generator's workloads: the flash sale
 // (with replays and double submissions, optionally mixed with item reads)
-// and browsing, and the verdict on a flash sale's correctness.
+// and browsing, and the verdict on a flash sale's correctness. It never
+// sends a request itself: package loadgen does.
 package scenario
 
 import (

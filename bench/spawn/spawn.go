@@ -1,7 +1,8 @@
 // Package spawn starts a flashsale binary on loopback ports chosen by the
 // kernel and a data directory, for the load generator's -spawn and for the
 // end-to-end tests: it waits until the server says it is serving and reads
-// the addresses from that line.
+// the addresses from that line. It never chooses the server's flags beyond
+// the listeners and the data directory: the caller passes the rest.
 package spawn
 
 import (

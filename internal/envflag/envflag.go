@@ -1,7 +1,8 @@
 // Package envflag lets the environment set a command's flags: every flag
 // not given on the command line takes the value of its environment
 // variable, PREFIX_NAME (upper case, '-' as '_'), when one is set. The
-// command line wins. (VictoriaMetrics' lib/envflag does the same.)
+// command line wins. (VictoriaMetrics' lib/envflag does the same.) It never
+// overrides a flag given on the command line.
 package envflag
 
 import (

@@ -1,5 +1,6 @@
 // Package promtest reads Prometheus metrics back in tests, by name, from a
-// registry or from collectors. Tests only.
+// registry or from collectors. Tests only: no command imports it, and it
+// never registers anything in a process's registry.
 package promtest
 
 import (

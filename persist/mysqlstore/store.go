@@ -3,7 +3,9 @@
 // tables so that one user's orders sit in one table, written in batches of
 // multi-row INSERT IGNORE statements on an ants worker pool. INSERT IGNORE on
 // the order id makes a write idempotent: a batch redelivered after a crash
-// adds nothing twice.
+// adds nothing twice. It never decides which orders are stored (a writer
+// hands it the orders whose claims it marked stored) and never updates or
+// deletes a row.
 package mysqlstore
 
 import (

@@ -2,7 +2,8 @@
 // in: token-bucket rate limits (global, per item, per client IP) with
 // Sentinel-style warm-up, and a bound on requests in flight. Every decision
 // is lock-free on the hot path and allocation-free, and says which limit
-// refused and how long to wait.
+// refused and how long to wait. It never reads a request's body and never
+// asks the engine: a refusal costs nothing but the decision.
 package admission
 
 import (

@@ -10,7 +10,9 @@
 // produce deadline: see reconcile.Gap), and -mysql adds the rows stored in
 // MySQL to the audit.
 //
-// Without items it works on every item of the catalogue. The nodes do both
+// It never sells, stores or deletes an order: it settles the ledger exactly
+// as the nodes' own reconcilers do (package reconcile). Without items it
+// works on every item of the catalogue. The nodes do both
 // by themselves (reconcile every -reconcile-interval, audit at each
 // /metrics scrape); this is for operators and scripts.
 package main
