@@ -6,7 +6,7 @@ VERSION     ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 
 LDFLAGS     := -X main.version=$(VERSION)
 FUZZTIME    ?= 5s
 BENCHTIME   ?= 1s
-STATICCHECK := honnef.co/go/tools/cmd/staticcheck@2026.2.2
+STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
 .PHONY: build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint check-size check-deps clean
 

@@ -86,7 +86,7 @@ func (c *cluster) edge(id int, stock int64, tweak ...func(*Config)) *Edge {
 		c.t.Fatal(err)
 	}
 	c.t.Cleanup(e.Stop)
-	if _, _, err := e.Engine().PutItem(context.Background(), engine.Item{ID: "it", Name: "x", PriceCents: 500, Stock: stock, PerUserLimit: 1}); err != nil {
+	if _, _, err := e.engine.PutItem(context.Background(), engine.Item{ID: "it", Name: "x", PriceCents: 500, Stock: stock, PerUserLimit: 1}); err != nil {
 		c.t.Fatal(err)
 	}
 	return e
@@ -179,7 +179,7 @@ func header(r *kgo.Record, key string) string {
 }
 
 func buy(e *Edge, user, requestID string) (*engine.Order, bool, error) {
-	return e.Engine().Purchase(context.Background(), engine.PurchaseRequest{ItemID: "it", UserID: user, RequestID: requestID, Quantity: 1})
+	return e.engine.Purchase(context.Background(), engine.PurchaseRequest{ItemID: "it", UserID: user, RequestID: requestID, Quantity: 1})
 }
 
 // Three edge nodes and two writers; 20,000 users (a fifth of them on two
@@ -229,7 +229,7 @@ func TestFlashSaleThroughKafka(t *testing.T) {
 	wg.Wait()
 	// Units left in leases: give them back and sell them to late buyers.
 	for _, e := range edges {
-		e.Engine().GiveBackAll(ctx)
+		e.engine.GiveBackAll(ctx)
 	}
 	for u := 0; len(won) < stock && u < 10*stock; u++ {
 		purchase(edges[u%3], fmt.Sprint("late", u))
@@ -263,7 +263,7 @@ func TestFlashSaleThroughKafka(t *testing.T) {
 	}
 	var dead float64
 	for _, w := range writers {
-		dead += promtest.Value(w.Registry(), "flashsale_writer_dead_letters_total")
+		dead += promtest.Value(w.registry, "flashsale_writer_dead_letters_total")
 	}
 	if dead != 0 {
 		t.Fatalf("%v dead letters in a clean sale", dead)
@@ -305,14 +305,14 @@ func TestWriterKilledMidBatch(t *testing.T) {
 	time.AfterFunc(300*time.Millisecond, func() { close(release) })
 	w1.Stop()
 	w := c.writer(1000)
-	for deadline := time.Now().Add(20 * time.Second); promtest.Value(w.Registry(), "flashsale_writer_orders_stored_total") < 300; {
+	for deadline := time.Now().Add(20 * time.Second); promtest.Value(w.registry, "flashsale_writer_orders_stored_total") < 300; {
 		if time.Now().After(deadline) {
 			t.Fatal("the second writer did not get the uncommitted batch")
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
 	c.waitRows(300)
-	if dup := promtest.Value(w.Registry(), "flashsale_mysql_rows_duplicate_total"); dup < float64(before) {
+	if dup := promtest.Value(w.registry, "flashsale_mysql_rows_duplicate_total"); dup < float64(before) {
 		t.Fatalf("the batch was not redelivered: %v duplicates ignored, %d rows before the crash", dup, before)
 	}
 	if a := c.audit(); a.Pending != 0 || a.Claimed != 300 {
@@ -434,7 +434,7 @@ func TestLateRecordIsRefused(t *testing.T) {
 		t.Fatalf("buying again: %v", err)
 	}
 	c.waitRows(1)
-	if promtest.Value(w.Registry(), "flashsale_writer_dead_letters_total") != 1 {
+	if promtest.Value(w.registry, "flashsale_writer_dead_letters_total") != 1 {
 		t.Fatal("dead letters not counted")
 	}
 }
@@ -472,7 +472,7 @@ func TestBrokerDown(t *testing.T) {
 	if a := c.audit(); a.Claimed != 1 || a.Pending != 1 {
 		t.Fatalf("something was taken while the broker was down: %+v", a)
 	}
-	if v, _ := e.Engine().Item("it"); v.Pending != 0 {
+	if v, _ := e.engine.Item("it"); v.Pending != 0 {
 		t.Fatalf("engine holds reservations: %+v", v)
 	}
 
@@ -527,7 +527,7 @@ func TestPoisonGoesToDeadLetters(t *testing.T) {
 	if !reasons["undecodable"] || !reasons[ledger.Unknown.String()] {
 		t.Fatalf("dead letter reasons: %v", reasons)
 	}
-	if n := promtest.Value(w.Registry(), "flashsale_writer_dead_letters_total"); n != 2 {
+	if n := promtest.Value(w.registry, "flashsale_writer_dead_letters_total"); n != 2 {
 		t.Fatalf("%v dead letters counted", n)
 	}
 }

@@ -145,9 +145,6 @@ func (e *Edge) Serve(public, admin net.Listener) error {
 // never closed standalone.
 func (e *Edge) Lost() <-chan struct{} { return e.lost }
 
-// Engine is the node's engine.
-func (e *Edge) Engine() *engine.Engine { return e.engine }
-
 // Stop drains the listeners (readiness fails first, for -shutdown-delay),
 // then stops every part in reverse order of start, timing each. Calls after
 // the first do nothing.

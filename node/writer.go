@@ -120,9 +120,6 @@ func (w *Writer) Serve(admin net.Listener) error {
 	}
 }
 
-// Registry holds the writer's metrics.
-func (w *Writer) Registry() *prometheus.Registry { return w.registry }
-
 // Stop stops consuming (the batch in hand is finished or left uncommitted:
 // redelivered), closes the admin listener, then every part in reverse order.
 // Calls after the first do nothing.
