@@ -20,12 +20,17 @@ type command struct {
 	cfg         node.Config
 	checkConfig bool
 	version     bool
+	// invalid is what makes the configuration invalid before Validate: a
+	// bad environment variable, or a flag whose value cannot be read.
+	invalid error
 }
 
 // parseFlags reads the command line, then the environment
 // (FLASHSALE_<NAME>, for every flag the command line did not set), into a
 // node.Config. Every flag's default is the one its package defines
-// (node.DefaultConfig); the help text says the trade-off.
+// (node.DefaultConfig); the help text says the trade-off. It fails only on
+// a command line that cannot be parsed; a value that cannot be read is in
+// command.invalid.
 func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs := flag.NewFlagSet("flashsale", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -104,14 +109,20 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if err := envflag.Apply(fs, "FLASHSALE"); err != nil {
-		return c, fmt.Errorf("invalid environment: %w", err)
+	if c.version {
+		return c, nil // the environment does not matter
 	}
-	// The flags that are not a Config field as they are.
 	var errs []error
+	if err := envflag.Apply(fs, "FLASHSALE"); err != nil {
+		errs = append(errs, fmt.Errorf("invalid environment: %w", err))
+	}
+	c.version = false // asked on the command line only
+	// The flags that are not a Config field as they are.
 	cfg.Role = node.Role(*role)
 	cfg.Breaker.Failures = uint32(min(*failures, 1<<32-1))
-	k.Brokers = splitList(*brokers)
+	if k.Brokers = splitList(*brokers); len(k.Brokers) == 0 && strings.TrimSpace(*brokers) != "" {
+		errs = append(errs, fmt.Errorf("-kafka %q names no broker", *brokers))
+	}
 	k.Partitions, k.Replication, k.BatchBytes = int32(*partitions), int16(*replication), int32(*batchBytes)
 	var err error
 	if so.TrustedProxies, err = parseCIDRs(*proxies); err != nil {
@@ -127,7 +138,8 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 		}
 		so.Identity.JWTSecret = []byte(strings.TrimSpace(string(key)))
 	}
-	return c, errors.Join(errs...)
+	c.invalid = errors.Join(errs...)
+	return c, nil
 }
 
 // splitList reads a comma-separated list, ignoring spaces and empty items.

@@ -16,6 +16,7 @@ import (
 	"os/signal"
 	"runtime"
 	"syscall"
+	"time"
 
 	"github.com/bytedance/sonic"
 
@@ -40,7 +41,7 @@ func run(args []string) int {
 		return 0
 	}
 	cfg := cmd.cfg
-	if err := cfg.Validate(); err != nil {
+	if err := errors.Join(cmd.invalid, cfg.Validate()); err != nil {
 		slog.Error("invalid configuration", "err", err)
 		return 1
 	}
@@ -80,7 +81,7 @@ func runEdge(cfg node.Config) int {
 	served := make(chan error, 1)
 	go func() { served <- e.Serve(pub, adm) }()
 	greet(pub.Addr().String(), adm.Addr().String())
-	code := wait(cfg, served, e.Lost())
+	code := wait(cfg.Server.ShutdownDelay, served, e.Lost())
 	e.Stop()
 	slog.Info("bye")
 	return code
@@ -100,7 +101,7 @@ func runWriter(cfg node.Config) int {
 	}
 	served := make(chan error, 1)
 	go func() { served <- w.Serve(adm) }()
-	code := wait(cfg, served, nil)
+	code := wait(0, served, nil)
 	w.Stop()
 	slog.Info("bye")
 	return code
@@ -108,12 +109,12 @@ func runWriter(cfg node.Config) int {
 
 // wait blocks until SIGTERM or SIGINT, a failure of serving, or the loss of
 // the node's registration in Redis, and says the exit status.
-func wait(cfg node.Config, served <-chan error, lost <-chan struct{}) int {
+func wait(shutdownDelay time.Duration, served <-chan error, lost <-chan struct{}) int {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
 	select {
 	case s := <-sig:
-		slog.Info("shutting down", "signal", s.String(), "shutdown_delay", cfg.Server.ShutdownDelay)
+		slog.Info("shutting down", "signal", s.String(), "shutdown_delay", shutdownDelay)
 		return 0
 	case err := <-served:
 		slog.Error("serving failed", "err", err)

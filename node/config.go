@@ -63,7 +63,7 @@ type Config struct {
 	// Orders through Kafka into MySQL (with RedisAddr).
 	Kafka  orderlog.Config
 	MySQL  mysqlstore.Options  // the order database: the writers write it, edge nodes read it
-	Writer orderwriter.Options // MaxBatch, SessionTimeout; the node sets the rest
+	Writer orderwriter.Options // MaxBatch, SessionTimeout; the node sets Kafka (the above), Claims and Store
 }
 
 // The defaults of Config's own fields.
@@ -117,8 +117,11 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Engine.Validate(), c.Server.Validate(), c.Store.Validate(), c.Breaker.Validate(),
-		c.Redis.Validate(), c.Kafka.Validate(), c.MySQL.Validate(), c.Writer.Validate())
+		c.Redis.Validate(), c.MySQL.Validate(), c.Writer.Validate())
 	kafka, mysql, redis := len(c.Kafka.Brokers) > 0, c.MySQL.DSN != "", c.RedisAddr != ""
+	if kafka || c.Role == RoleWriter {
+		errs = append(errs, c.Kafka.Validate())
+	}
 	switch c.Role {
 	case RoleEdge:
 		if kafka && (!redis || !mysql) {

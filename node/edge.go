@@ -2,11 +2,11 @@ package node
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -34,9 +34,12 @@ type Edge struct {
 	engine   *engine.Engine
 	server   *server.Server
 	lost     <-chan struct{} // closed when the node lost its registration; nil standalone
-	served   atomic.Bool
-	stopped  sync.Once
 	steps    steps
+
+	mu       sync.Mutex
+	serving  bool // Serve was called
+	stopping bool
+	stopped  sync.Once
 }
 
 // Startup bounds.
@@ -68,6 +71,18 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	var reader server.OrderReader
 	var store *sqlitestore.Store // standalone, and cluster mode without Kafka
 
+	// Cluster mode: the stock pool, the claims and the catalogue in Redis.
+	// Joined first so that Redis is the last to go at a stop: an undo that
+	// comes late still reaches it.
+	var cl *clusterPart
+	if cfg.RedisAddr != "" {
+		if cl, err = e.joinCluster(ctx); err != nil {
+			return nil, err
+		}
+		opts.NodeID, opts.Ledger = cl.reg.ID, cl.guarded
+		checks = append(checks, cl.checks...)
+	}
+
 	// The order sink: the embedded store, or Kafka with order reads from
 	// MySQL. Either sits behind a circuit breaker named for it.
 	var sink engine.OrderSink
@@ -88,20 +103,13 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		checks = append(checks, server.Check{Name: "order store", Check: store.Check})
 		e.registry.MustRegister(store.Collectors()...)
 	}
+	if cl != nil {
+		opts.Catalog = cl.catalog // items are shared; a store keeps only this node's orders
+	}
 	guarded := circuit.NewSink(dependency, sink, cfg.breaker())
 	opts.Sink = guarded
 	checks = append(checks, server.Check{Name: guarded.Dependency() + " circuit", Check: guarded.Check})
 	e.registry.MustRegister(guarded.Collectors()...)
-
-	// Cluster mode: the stock pool, the claims and the catalogue in Redis.
-	var cl *clusterPart
-	if cfg.RedisAddr != "" {
-		if cl, err = e.joinCluster(ctx); err != nil {
-			return nil, err
-		}
-		opts.NodeID, opts.Ledger, opts.Catalog = cl.reg.ID, cl.guarded, cl.catalog
-		checks = append(checks, cl.checks...)
-	}
 
 	if e.engine, err = engine.New(opts); err != nil {
 		return nil, fmt.Errorf("cannot start the engine: %w", err)
@@ -136,7 +144,13 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 // Serve serves the public and the admin listener until Stop, or until one
 // fails.
 func (e *Edge) Serve(public, admin net.Listener) error {
-	e.served.Store(true)
+	e.mu.Lock()
+	if e.serving || e.stopping {
+		e.mu.Unlock()
+		return errors.New("node: the edge node is served already, or stopped")
+	}
+	e.serving = true
+	e.mu.Unlock()
 	return e.server.Serve(public, admin)
 }
 
@@ -150,7 +164,11 @@ func (e *Edge) Lost() <-chan struct{} { return e.lost }
 // the first do nothing.
 func (e *Edge) Stop() {
 	e.stopped.Do(func() {
-		if e.served.Load() {
+		e.mu.Lock()
+		e.stopping = true
+		serving := e.serving
+		e.mu.Unlock()
+		if serving {
 			t := time.Now()
 			ctx, cancel := context.WithTimeout(context.Background(), e.cfg.Server.ShutdownDelay+e.cfg.Server.DrainTimeout)
 			err := e.server.Shutdown(ctx)
@@ -201,6 +219,9 @@ type clusterPart struct {
 	guarded *circuit.Ledger     // the engine's: ledger behind the Redis breaker
 	catalog *redisledger.Catalog
 	checks  []server.Check
+
+	loops context.Context // the heartbeat's and the reconcilers', ended at the stop
+	gap   *reconcile.Gap  // with Kafka
 }
 
 // joinCluster connects to Redis and registers the node.
@@ -225,6 +246,18 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 		return reg.Release(ctx)
 	})
 	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), catalog: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL)}
+	// The heartbeat and the reconcilers start once the engine is rebuilt,
+	// and stop after it: the node stays registered while it gives its
+	// leases back.
+	loops, cancel := context.WithCancel(context.Background())
+	cl.loops = loops
+	e.steps.push("reconcilers and heartbeat", func() error {
+		cancel()
+		if cl.gap != nil {
+			cl.gap.Close()
+		}
+		return nil
+	})
 	cl.guarded = circuit.NewLedger("redis", cl.ledger, cfg.breaker())
 	e.registry.MustRegister(cl.guarded.Collectors()...)
 	cl.checks = []server.Check{{Name: "redis", Check: func(ctx context.Context) error {
@@ -257,9 +290,9 @@ func (e *Edge) snapshot(ctx context.Context, store *sqlitestore.Store, cl *clust
 
 // reconcile starts the node's part of keeping the cluster's ledger true:
 // its heartbeat, the reconciliation of dead nodes' leases, the audit for
-// /metrics and, with Kafka, the claims with no order.
+// /metrics and, with Kafka, the claims with no order. They run until the
+// stop step joinCluster pushed.
 func (e *Edge) reconcile(cl *clusterPart) error {
-	ctx, cancel := context.WithCancel(context.Background())
 	itemIDs := func() []string {
 		var ids []string
 		for _, v := range e.engine.Items() {
@@ -269,25 +302,17 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	}
 	monitor := reconcile.NewMonitor(cl.ledger, itemIDs)
 	e.registry.MustRegister(monitor.Collectors()...)
-	go monitor.Run(ctx, e.cfg.ReconcileInterval)
-	e.lost = cl.reg.Keep(ctx)
-	var gap *reconcile.Gap
+	go monitor.Run(cl.loops, e.cfg.ReconcileInterval)
+	e.lost = cl.reg.Keep(cl.loops)
 	if len(e.cfg.Kafka.Brokers) > 0 {
-		var err error
-		if gap, err = reconcile.NewGap(reconcile.GapOptions{Kafka: e.cfg.Kafka, Ledger: cl.ledger}); err != nil {
-			cancel()
+		gap, err := reconcile.NewGap(reconcile.GapOptions{Kafka: e.cfg.Kafka, Ledger: cl.ledger})
+		if err != nil {
 			return fmt.Errorf("cannot start the claim reconciler: %w", err)
 		}
+		cl.gap = gap
 		e.registry.MustRegister(gap.Collectors()...)
-		go gap.Run(ctx, e.cfg.ReconcileInterval, itemIDs)
+		go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)
 	}
-	e.steps.push("reconcilers and heartbeat", func() error {
-		cancel()
-		if gap != nil {
-			gap.Close()
-		}
-		return nil
-	})
 	return nil
 }
 

@@ -67,13 +67,13 @@ func DefaultOptions() Options {
 	return Options{Kafka: orderlog.DefaultConfig(), MaxBatch: DefaultMaxBatch, SessionTimeout: DefaultSessionTimeout}
 }
 
-// Validate checks the settings as given.
+// Validate checks the writer's own settings as given (New also checks
+// Kafka's).
 func (o Options) Validate() error {
-	var errs []error
 	if o.MaxBatch < 1 || o.SessionTimeout < MinSessionTimeout {
-		errs = append(errs, fmt.Errorf("-writer-batch must be positive and -kafka-session-timeout at least %v", MinSessionTimeout))
+		return fmt.Errorf("-writer-batch must be positive and -kafka-session-timeout at least %v", MinSessionTimeout)
 	}
-	return errors.Join(append(errs, o.Kafka.Validate())...)
+	return nil
 }
 
 // Writer moves orders from Kafka into MySQL: it polls a batch, settles each
@@ -97,7 +97,7 @@ type Writer struct {
 // New joins the writers' consumer group.
 func New(o Options) (*Writer, error) {
 	o = o.WithDefaults()
-	if err := o.Validate(); err != nil {
+	if err := errors.Join(o.Validate(), o.Kafka.Validate()); err != nil {
 		return nil, err
 	}
 	if o.Claims == nil || o.Store == nil {
