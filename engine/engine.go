@@ -46,7 +46,7 @@ type Options struct {
 	// DefaultMaxLease. Leases shrink near the end of the stock so that no
 	// node sits on the last units.
 	MaxLease int64
-	// Now is the clock; default time.Now.
+	// Now is the clock; default time.Now (tests pass one they move).
 	Now func() time.Time
 }
 

@@ -43,7 +43,6 @@ var (
 	ErrBadUserID    = &Error{CodeInvalidRequest, "user_id must be 1-128 characters of [A-Za-z0-9_.:@-]"}
 	ErrBadRequestID = &Error{CodeInvalidRequest, "request_id must be 1-128 printable ASCII characters without spaces"}
 	ErrBadQuantity  = &Error{CodeInvalidRequest, "quantity must be at least 1 and at most the item's per_user_limit"}
-	ErrBadItem      = &Error{CodeInvalidRequest, "invalid item"}
 
 	// ErrUnavailable is wrapped around the failure of a dependency (ledger,
 	// order sink, catalogue): nothing was taken, the client may retry.

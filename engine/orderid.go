@@ -68,8 +68,8 @@ func (g *idGen) observe(id uint64) {
 	}
 }
 
-// OrderIDNode returns the node id carried by an order id.
-func OrderIDNode(id uint64) int { return int(id >> idSeqBits & MaxNodeID) }
+// orderIDNode returns the node id carried by an order id.
+func orderIDNode(id uint64) int { return int(id >> idSeqBits & MaxNodeID) }
 
 // OrderIDTime returns the millisecond an order id was made in (or, for a node
 // that ran ahead of its clock, the millisecond it borrowed).

@@ -37,8 +37,8 @@ func TestOrderIDsUniqueAndOrdered(t *testing.T) {
 				t.Fatalf("duplicate id %d", id)
 			}
 			seen[id] = true
-			if OrderIDNode(id) != 517 || int64(id) < 0 {
-				t.Fatalf("id %d: node %d", id, OrderIDNode(id))
+			if orderIDNode(id) != 517 || int64(id) < 0 {
+				t.Fatalf("id %d: node %d", id, orderIDNode(id))
 			}
 		}
 	}

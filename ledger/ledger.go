@@ -34,7 +34,7 @@
 //	                    died between the claim and the ack).
 //
 // The consequences, each tested: a record that lands after its claim was
-// aborted is refused by the writers (dead-lettered, Verdict Aborted), since
+// aborted is refused by the writers (dead-lettered: Verdict Refuse, reason claim_aborted), since
 // its unit may have been sold again; an Unclaim that finds the claim Stored
 // undoes nothing and answers engine.ErrOrderStored, and the purchase stands.
 // Settled claims (Stored or Aborted) are forgotten once no record of them can

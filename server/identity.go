@@ -64,7 +64,7 @@ func (id Identity) Validate(trustedProxies int) error {
 		}
 	case IdentityJWT:
 		if len(id.JWTSecret) < 32 {
-			return errors.New("-identity=jwt needs -jwt-secret of at least 32 bytes")
+			return errors.New("-identity=jwt needs -jwt-secret-file holding at least 32 bytes")
 		}
 	}
 	return nil

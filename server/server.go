@@ -109,13 +109,13 @@ func (o Options) Validate() error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if o.MaxBodySize < 64 || o.MaxAdminBodySize < 64 || o.MaxHeaderSize < 1024 || o.MaxConns < 1 {
-		bad("-max-body-size >= 64, -max-header-size >= 1024 and -max-conns >= 1 are required")
+		bad("-max-body-size >= 64, -max-header-size >= 1024, -max-conns >= 1 and an admin body limit >= 64 are required")
 	}
 	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 {
 		bad("-max-conns-per-ip, -max-inflight and -max-queue-wait must not be negative")
 	}
 	if o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.IdleTimeout <= 0 || o.ReadyTimeout <= 0 {
-		bad("-read-timeout, -write-timeout and -idle-timeout must be positive")
+		bad("-read-timeout, -write-timeout, -idle-timeout and the readiness timeout must be positive")
 	}
 	if o.ShutdownDelay < 0 || o.DrainTimeout <= 0 {
 		bad("-shutdown-delay must not be negative and -drain-timeout must be positive")

@@ -43,7 +43,6 @@ type Result struct {
 type Flash struct {
 	Item   string
 	Prefix string // user ids are Prefix-<n>, unique per run
-	Users  int
 
 	specs        []spec
 	results      []Result
@@ -69,7 +68,7 @@ type FlashOptions struct {
 // them allocates nothing.
 func NewFlash(o FlashOptions) *Flash {
 	rng := rand.New(rand.NewPCG(o.Seed, 42))
-	f := &Flash{Item: o.Item, Prefix: o.Prefix, Users: o.Users, seed: maphash.MakeSeed()}
+	f := &Flash{Item: o.Item, Prefix: o.Prefix, seed: maphash.MakeSeed()}
 	purchases := make([]spec, 0, o.Users*11/10)
 	var retries []spec
 	for u := 0; u < o.Users; u++ {

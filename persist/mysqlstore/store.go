@@ -338,7 +338,7 @@ func (s *Store) Count(ctx context.Context) (int64, error) {
 	return total, nil
 }
 
-// All reads every order (tests and audits; not for the serving path).
+// All reads every order (tests; not for the serving path).
 func (s *Store) All(ctx context.Context) ([]*engine.Order, error) {
 	var out []*engine.Order
 	for i := 0; i < s.tables; i++ {

@@ -26,7 +26,6 @@ type Config struct {
 	Linger      time.Duration // how long a batch waits for company; default 0
 	BatchBytes  int32         // largest batch per partition; default DefaultBatchBytes
 	Timeout     time.Duration // produce deadline: no ack by then, 503; default DefaultTimeout
-	ClientID    string
 }
 
 // The defaults of Config.
@@ -110,11 +109,7 @@ func (c Config) Validate() error {
 
 // ClientOpts are the options every client of the cluster starts from.
 func (c Config) ClientOpts() []kgo.Opt {
-	opts := []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.DialTimeout(2 * time.Second)}
-	if c.ClientID != "" {
-		opts = append(opts, kgo.ClientID(c.ClientID))
-	}
-	return opts
+	return []kgo.Opt{kgo.SeedBrokers(c.Brokers...), kgo.DialTimeout(2 * time.Second)}
 }
 
 // ProducerOpts are the options of a client that produces orders (the edge)

@@ -32,7 +32,7 @@ import (
 // Claims settled (stored or aborted) before the same point are forgotten.
 // Several nodes may run this at once: the ledger's scripts compare and set.
 type Gap struct {
-	progress *orderlog.Progress
+	progress offsets
 	ledger   ledger.Settler
 	margin   time.Duration
 	now      func() time.Time
@@ -41,6 +41,15 @@ type Gap struct {
 
 	abandoned prometheus.Counter
 	forgotten prometheus.Counter
+}
+
+// offsets is where the orders topic ends and how far the writers have
+// committed (orderlog.Progress).
+type offsets interface {
+	Topic() string
+	EndOffsets(ctx context.Context) (map[int32]int64, error)
+	Committed(ctx context.Context) (map[int32]int64, error)
+	Close()
 }
 
 type checkpoint struct {

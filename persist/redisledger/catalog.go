@@ -106,12 +106,6 @@ func (c *Catalog) Items(ctx context.Context) ([]engine.Item, error) {
 	return items, nil
 }
 
-// cacheHit reports whether reading item id was answered from the cache;
-// for tests.
-func (c *Catalog) cacheHit(ctx context.Context, id string) bool {
-	return c.c.DoCache(ctx, c.c.B().Hgetall().Key(c.defKey(id)).Cache(), c.ttl).IsCacheHit()
-}
-
 func parseItem(id string, m map[string]string) (engine.Item, error) {
 	num := func(k string) int64 { n, _ := strconv.ParseInt(m[k], 10, 64); return n }
 	t := func(k string) time.Time {

@@ -109,3 +109,9 @@ func TestEnginesFollowTheCatalog(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// cacheHit reports whether reading item id was answered from the cache;
+// the tests ask.
+func (c *Catalog) cacheHit(ctx context.Context, id string) bool {
+	return c.c.DoCache(ctx, c.c.B().Hgetall().Key(c.defKey(id)).Cache(), c.ttl).IsCacheHit()
+}

@@ -6,7 +6,7 @@ import (
 )
 
 // Inflight bounds the requests being served at once. Past the bound a
-// request waits at most MaxWait for a slot, then is refused at once (503):
+// request waits at most maxWait for a slot, then is refused at once (503):
 // under overload the admitted requests keep their latency instead of every
 // request getting slow (VictoriaMetrics' writeconcurrencylimiter does this).
 type Inflight struct {
@@ -20,7 +20,7 @@ func NewInflight(max int, maxWait time.Duration) *Inflight {
 	return &Inflight{slots: make(chan struct{}, max), maxWait: maxWait}
 }
 
-// Acquire takes a slot, waiting up to MaxWait. Every true needs a Release.
+// Acquire takes a slot, waiting up to maxWait. Every true needs a Release.
 func (f *Inflight) Acquire() bool {
 	select {
 	case f.slots <- struct{}{}:
