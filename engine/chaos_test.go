@@ -98,6 +98,9 @@ func TestChaos(t *testing.T) {
 	if sold != v.Sold {
 		t.Fatalf("sink holds %d units, engine says %d sold", sold, v.Sold)
 	}
+	if a := e.Audit(); len(a) != 1 || a[0].ID != "it" || a[0].Difference != 0 {
+		t.Fatalf("the auditor after the chaos: %+v", a)
+	}
 	// Every answered order is durable.
 	for key, o := range answers {
 		if !ids[o.ID] {

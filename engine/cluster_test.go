@@ -101,6 +101,9 @@ func TestFailedClaimAndSinkUndoEverything(t *testing.T) {
 	if p := led.Pool("it"); !p.Balanced() || p.Claimed != 2 {
 		t.Fatalf("the ledger after the failures: %+v", p)
 	}
+	if a := e.Audit(); a != nil {
+		t.Fatalf("a cluster node audits its share of a shared pool: %+v", a)
+	}
 }
 
 // TestSinkFailureOutcomes: when the order sink fails, the ledger decides.

@@ -75,3 +75,39 @@ func FuzzPurchaseHandler(f *testing.F) {
 		}
 	})
 }
+
+func TestIdempotencyKey(t *testing.T) {
+	f := func(header, want string, wantOK bool) {
+		t.Helper()
+		got, ok := idempotencyKey([]byte(header))
+		if ok != wantOK || ok && got != want {
+			t.Fatalf("%q: %q %v, want %q %v", header, got, ok, want, wantOK)
+		}
+	}
+	f(`r-1`, "r-1", true)
+	f(`"r-1"`, "r-1", true)
+	f(`"a\"b"`, `a"b`, true)
+	f(`"a\\b"`, `a\b`, true)
+	f(`"`, `"`, true) // one quote is a bare key (the engine judges it)
+	f(`""`, "", false)
+	f(`"a"b"`, "", false)
+	f(`"a\x"`, "", false)
+	f(`"a\"`, "", false)
+}
+
+// FuzzIdempotencyKey: a quoted key reads back as the key it quotes.
+func FuzzIdempotencyKey(f *testing.F) {
+	for _, s := range []string{"r-1", `a"b`, `a\b`, `\"`, "x"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, key string) {
+		if key == "" {
+			return
+		}
+		quoted := `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(key) + `"`
+		got, ok := idempotencyKey([]byte(quoted))
+		if !ok || got != key {
+			t.Fatalf("%q quoted as %q reads back as %q %v", key, quoted, got, ok)
+		}
+	})
+}

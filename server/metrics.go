@@ -123,7 +123,7 @@ type edgeMetrics struct {
 	limited      [4]prometheus.Counter // by admission.Limit
 	decisions    *prometheus.CounterVec
 
-	stockTotal, stockLeft, sold, pending, idemEntries, inflight, clients *prometheus.Desc
+	stockTotal, stockLeft, sold, pending, auditDifference, idemEntries, inflight, clients *prometheus.Desc
 }
 
 var purchaseCodes = []engine.Code{
@@ -141,10 +141,13 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 		}, []string{"outcome"}),
 		byCode: map[engine.Code]prometheus.Counter{},
 
-		stockTotal:  prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
-		stockLeft:   prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
-		sold:        prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
-		pending:     prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
+		stockTotal: prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
+		stockLeft:  prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
+		sold:       prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
+		pending:    prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
+		auditDifference: prometheus.NewDesc("flashsale_item_audit_difference",
+			"Standalone: stock_total - (stock_left + sold + pending) of the item: must be 0; alert on anything else. (Cluster mode: flashsale_pool_audit_difference.)",
+			[]string{"item"}, nil),
 		idemEntries: prometheus.NewDesc("flashsale_idempotency_entries", "Request ids remembered for replays.", nil, nil),
 		inflight:    prometheus.NewDesc("flashsale_admission_inflight", "Public API requests being served (bound: -max-inflight).", nil, nil),
 		clients:     prometheus.NewDesc("flashsale_admission_tracked_clients", "Client IPs tracked by the per-IP rate limit.", nil, nil),
@@ -178,7 +181,7 @@ func (m *edgeMetrics) outcome(c engine.Code) {
 func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.outcomes.Describe(ch)
 	m.decisions.Describe(ch)
-	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.idemEntries, m.inflight, m.clients} {
+	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.auditDifference, m.idemEntries, m.inflight, m.clients} {
 		ch <- d
 	}
 }
@@ -193,6 +196,9 @@ func (m *edgeMetrics) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(m.stockLeft, prometheus.GaugeValue, float64(v.StockLeft), v.ID)
 		ch <- prometheus.MustNewConstMetric(m.sold, prometheus.GaugeValue, float64(v.Sold), v.ID)
 		ch <- prometheus.MustNewConstMetric(m.pending, prometheus.GaugeValue, float64(v.Pending), v.ID)
+	}
+	for _, a := range m.s.eng.Audit() {
+		ch <- prometheus.MustNewConstMetric(m.auditDifference, prometheus.GaugeValue, float64(a.Difference), a.ID)
 	}
 	ch <- prometheus.MustNewConstMetric(m.idemEntries, prometheus.GaugeValue, float64(m.s.eng.IdempotencyEntries()))
 }

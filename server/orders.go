@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
@@ -11,6 +12,10 @@ import (
 func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 	raw := pathParam(ctx, "order_id")
 	id, err := strconv.ParseUint(raw, 10, 63)
+	if errors.Is(err, strconv.ErrRange) { // a number no order id can be
+		writeError(ctx, codeOrderNotFound, "no order ", raw)
+		return
+	}
 	if err != nil {
 		writeError(ctx, engine.CodeInvalidRequest, "order id must be a decimal number")
 		return

@@ -123,7 +123,7 @@ const purchaseBodyHelp = "body must be a JSON object: user_id (string), quantity
 // parsePurchase reads a purchase request. Its strings alias the request.
 // user, when set, is the authenticated shopper and wins over the body.
 func parsePurchase(ctx *fasthttp.RequestCtx, itemID, user string, body *purchaseBody) (req engine.PurchaseRequest, msg string) {
-	*body = purchaseBody{Quantity: 1}
+	*body = purchaseBody{Quantity: 1, RequestID: noRequestID}
 	if err := decodeJSON(ctx.PostBody(), body); err != nil {
 		return req, purchaseBodyHelp
 	}
@@ -131,16 +131,59 @@ func parsePurchase(ctx *fasthttp.RequestCtx, itemID, user string, body *purchase
 		user = body.UserID
 	}
 	req = engine.PurchaseRequest{ItemID: itemID, UserID: user, RequestID: body.RequestID, Quantity: body.Quantity}
-	if key := ctx.Request.Header.Peek("Idempotency-Key"); len(key) > 0 {
-		if req.RequestID != "" && req.RequestID != b2s(key) {
+	switch req.RequestID {
+	case noRequestID:
+		req.RequestID = ""
+	case "":
+		return req, engine.ErrBadRequestID.Message() // sent, but empty
+	}
+	if raw := ctx.Request.Header.Peek("Idempotency-Key"); len(raw) > 0 {
+		key, ok := idempotencyKey(raw)
+		switch {
+		case !ok:
+			return req, "the Idempotency-Key header is not a request id or a quoted one"
+		case req.RequestID != "" && req.RequestID != key:
 			return req, "request_id and the Idempotency-Key header differ"
 		}
-		req.RequestID = b2s(key)
+		req.RequestID = key
 	}
 	if req.UserID == "" {
 		return req, "user_id is required"
 	}
 	return req, ""
+}
+
+// noRequestID stands for a request_id the body did not send, so that one it
+// sent empty is told apart (and refused). It can never be a request id.
+const noRequestID = "\x00"
+
+// idempotencyKey reads the Idempotency-Key header: a request id, bare or as
+// a Structured Field string (quoted, with \" and \\ escaped), as the IETF
+// draft has clients send it. A bare key aliases the header; only an
+// escaped one is copied.
+func idempotencyKey(v []byte) (string, bool) {
+	if len(v) < 2 || v[0] != '"' || v[len(v)-1] != '"' {
+		return b2s(v), true // bare; the engine validates it
+	}
+	inner := v[1 : len(v)-1]
+	if bytes.IndexByte(inner, '\\') < 0 {
+		return b2s(inner), len(inner) > 0 && bytes.IndexByte(inner, '"') < 0
+	}
+	out := make([]byte, 0, len(inner))
+	for i := 0; i < len(inner); i++ {
+		c := inner[i]
+		switch {
+		case c == '"':
+			return "", false // must be escaped
+		case c == '\\':
+			if i++; i == len(inner) || inner[i] != '"' && inner[i] != '\\' {
+				return "", false
+			}
+			c = inner[i]
+		}
+		out = append(out, c)
+	}
+	return string(out), true
 }
 
 func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {

@@ -72,6 +72,21 @@ func TestPurchaseContract(t *testing.T) {
 	}
 	errCode(t, ts.buy("phone-1", `{"user_id":"u-42","quantity":2,"request_id":"r-1"}`), 422, "idempotency_key_reused")
 	errCode(t, ts.buy("phone-1", `{"user_id":"u-42","request_id":"a"}`, "Idempotency-Key: b"), 400, "invalid_request")
+	// Idempotency-Key as a Structured Field string means the key inside the
+	// quotes; the body may say the same key bare.
+	for _, h := range []string{`Idempotency-Key: "r-1"`, `Idempotency-Key: r-1`} {
+		if r := ts.buy("phone-1", `{"user_id":"u-42","request_id":"r-1"}`, h); r.status != 201 || r.body != first.body {
+			t.Fatalf("replay with %s: %d %s", h, r.status, r.body)
+		}
+	}
+	for _, h := range []string{`Idempotency-Key: "a"b"`, `Idempotency-Key: "a\x"`, `Idempotency-Key: "a b"`, `Idempotency-Key: ""`} {
+		errCode(t, ts.buy("phone-1", `{"user_id":"u-43"}`, h), 400, "invalid_request")
+	}
+	// An empty request_id is not a request id: 400, and nothing taken.
+	errCode(t, ts.buy("phone-1", `{"user_id":"u-44","request_id":""}`), 400, "invalid_request")
+	if r := ts.do(ts.pub, "GET", "/api/v1/items/phone-1", ""); !strings.Contains(r.body, `"stock_left":2`) {
+		t.Fatalf("a refused request took stock: %s", r.body)
+	}
 
 	// Malformed requests change nothing.
 	for _, body := range []string{
@@ -153,6 +168,10 @@ func TestReadEndpoints(t *testing.T) {
 	}
 	errCode(t, ts.do(ts.pub, "GET", "/api/v1/orders/12345", ""), 404, "order_not_found")
 	errCode(t, ts.do(ts.pub, "GET", "/api/v1/orders/abc", ""), 400, "invalid_request")
+	// Well-formed numbers that no order id can be: not found, not malformed.
+	errCode(t, ts.do(ts.pub, "GET", "/api/v1/orders/9796028930080464509", ""), 404, "order_not_found")
+	errCode(t, ts.do(ts.pub, "GET", "/api/v1/orders/99999999999999999999999", ""), 404, "order_not_found")
+	errCode(t, ts.do(ts.pub, "GET", "/api/v1/orders/-1", ""), 400, "invalid_request")
 	ts.buy("b-item", `{"user_id":"u-1"}`)
 	list := ts.do(ts.pub, "GET", "/api/v1/users/u-1/orders", "")
 	if list.status != 200 || strings.Index(list.body, "b-item") > strings.Index(list.body, "a-item") {
@@ -200,7 +219,7 @@ func TestAdmin(t *testing.T) {
 
 	m := ts.do(ts.adm, "GET", "/metrics", "")
 	for _, want := range []string{`flashsale_http_requests_total{route="purchase",status="409"} 1`, `flashsale_purchase_outcomes_total{outcome="sale_ended"} 1`,
-		`flashsale_item_stock_left{item="it"} 10`, "flashsale_http_request_duration_seconds_bucket"} {
+		`flashsale_item_stock_left{item="it"} 10`, `flashsale_item_audit_difference{item="it"} 0`, "flashsale_http_request_duration_seconds_bucket"} {
 		if !strings.Contains(m.body, want) {
 			t.Fatalf("metrics lack %q", want)
 		}
