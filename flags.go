@@ -78,7 +78,7 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs.DurationVar(&so.Identity.JWTLeeway, "jwt-leeway", so.Identity.JWTLeeway, "With -identity=jwt: clock skew allowed on a token's exp and nbf.")
 
 	// Cluster mode, part 1: the stock pool and the claims in Redis.
-	fs.StringVar(&cfg.RedisAddr, "redis", "", "Redis address (host:port): cluster mode. Nodes lease stock from a pool in Redis and confirm every winner there (per-user limit and request ids across nodes).")
+	fs.StringVar(&cfg.RedisAddr, "redis", "", "Redis address (host:port): cluster mode, with -kafka and -mysql. Nodes lease stock from a pool in Redis and confirm every winner there (per-user limit and request ids across nodes).")
 	fs.StringVar(&cfg.Redis.Prefix, "redis-prefix", cfg.Redis.Prefix, "Prefix of the keys in Redis; nodes of one sale share it.")
 	fs.DurationVar(&cfg.Redis.Timeout, "redis-timeout", cfg.Redis.Timeout, "Bound on each call to Redis; past it the purchase gets 503 and the call counts against the Redis circuit breaker.")
 	fs.DurationVar(&cfg.NodeTTL, "node-ttl", cfg.NodeTTL, "Cluster mode: a node that misses its heartbeats this long is dead; others give its leased units back to the pool.")

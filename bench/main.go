@@ -38,7 +38,9 @@ var (
 	adminToken   = flag.String("admin-token", "", "bearer token for the admin listener")
 	spawnBinary  = flag.String("spawn", "", "start this flashsale binary on a fresh data directory and loopback ports for the run (overrides -target and -admin)")
 	spawnNodes   = flag.Int("spawn-nodes", 1, "with -spawn and -redis: start this many cluster nodes and spread the connections over them")
-	redisAddr    = flag.String("redis", "", "with -spawn: run the spawned nodes in cluster mode on this Redis (a fresh key prefix per run)")
+	redisAddr    = flag.String("redis", "", "with -spawn: run the spawned nodes in cluster mode on this Redis (a fresh key prefix per run); needs -kafka and -mysql, and one writer is spawned too")
+	kafka        = flag.String("kafka", "", "with -spawn and -redis: the cluster's Kafka brokers (tools/devbroker on one machine)")
+	mysqlDSN     = flag.String("mysql", "", "with -spawn and -redis: the cluster's order database")
 	ceiling      = flag.Bool("ceiling", false, "also measure a bare fasthttp handler (tools/bare, built with go build) closed-loop with the same connections, and print ratios to it")
 	rate         = flag.Float64("rate", 40000, "arrival rate, requests per second; 0 runs closed-loop, as fast as answers come")
 	conns        = flag.Int("conns", 64, "keep-alive connections (one per worker)")
@@ -79,11 +81,17 @@ func main() {
 		defer os.RemoveAll(dir)
 		var publics []string
 		prefix := fmt.Sprintf("bench%d", time.Now().UnixNano()/1000)
-		for i := 0; i < max(1, *spawnNodes); i++ {
-			args := []string{"-admin-token", *adminToken}
-			if *redisAddr != "" {
-				args = append(args, "-redis", *redisAddr, "-redis-prefix", prefix)
+		var cluster []string
+		if *redisAddr != "" {
+			cluster = []string{"-redis", *redisAddr, "-redis-prefix", prefix, "-kafka", *kafka, "-mysql", *mysqlDSN}
+			w, err := spawn.StartWriter(*spawnBinary, nil, append([]string{"-admin-token", *adminToken}, cluster...)...)
+			if err != nil {
+				log.Fatal(err)
 			}
+			defer w.Stop()
+		}
+		for i := 0; i < max(1, *spawnNodes); i++ {
+			args := append([]string{"-admin-token", *adminToken}, cluster...)
 			p, err := spawn.Start(*spawnBinary, filepath.Join(dir, fmt.Sprint("node", i)), nil, args...)
 			if err != nil {
 				log.Fatal(err)

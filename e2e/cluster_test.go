@@ -21,9 +21,10 @@ func TestClusterTwoNodes(t *testing.T) {
 	redis := ownRedis(t, port)
 	const stock, users = 200, 1600
 	var nodes []*proc
+	cluster, _ := clusterArgs(t, redisAddr)
 	for id := 1; id <= 2; id++ {
-		nodes = append(nodes, start(t, t.TempDir(), "-redis", redisAddr, "-node-id", strconv.Itoa(id),
-			"-breaker-cooldown", "200ms", "-breaker-failures", "2", "-redis-timeout", "200ms", "-max-lease", "16"))
+		nodes = append(nodes, start(t, t.TempDir(), append(cluster, "-node-id", strconv.Itoa(id),
+			"-breaker-cooldown", "200ms", "-breaker-failures", "2", "-redis-timeout", "200ms", "-max-lease", "16")...))
 	}
 	// An item is created on node 1 only; node 2 learns it from the
 	// catalogue in Redis within a second.
@@ -167,7 +168,8 @@ func TestClusterNodeKilled(t *testing.T) {
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	ownRedis(t, port)
 	const stock = 300
-	args := []string{"-redis", redisAddr, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-max-lease", "50"}
+	args, _ := clusterArgs(t, redisAddr)
+	args = append(args, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-max-lease", "50")
 	n1 := start(t, t.TempDir(), append(args, "-node-id", "1")...)
 	n2 := start(t, t.TempDir(), append(args, "-node-id", "2")...)
 	call(t, "PUT", n1.Admin+"/api/v1/items/it", fmt.Sprintf(`{"name":"x","price_cents":1,"stock":%d,"per_user_limit":1}`, stock))

@@ -23,6 +23,7 @@ import (
 	"github.com/redis/rueidis"
 
 	"github.com/flashsale/flashsale/bench/spawn"
+	"github.com/flashsale/flashsale/internal/mysqltest"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
@@ -68,12 +69,20 @@ func start(t *testing.T, dataDir string, args ...string) *proc {
 	return p
 }
 
-// startWriter runs the binary in the writer role and waits until ready.
-func startWriter(t *testing.T, common []string) *exec.Cmd {
+// startWriter runs the binary in the writer role and waits until ready; it
+// is killed when the test ends.
+func startWriter(t *testing.T, common []string) *proc {
 	t.Helper()
-	admin := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	return run(t, binary, "http://"+admin+"/readyz",
-		append([]string{"-role", "writer", "-admin-listen", admin, "-writer-batch", "64"}, common...)...)
+	var log io.Writer
+	if testing.Verbose() {
+		log = os.Stderr
+	}
+	p, err := spawn.StartWriter(binary, log, append([]string{"-writer-batch", "64"}, common...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Stop)
+	return p
 }
 
 // startDevBroker runs tools/devbroker on a free port with a data directory
@@ -81,9 +90,19 @@ func startWriter(t *testing.T, common []string) *exec.Cmd {
 func startDevBroker(t *testing.T) string {
 	t.Helper()
 	addr := fmt.Sprintf("127.0.0.1:%d", freePort(t))
-	run(t, devbroker, "", "-listen", addr, "-data-dir", t.TempDir())
+	run(t, devbroker, "-listen", addr, "-data-dir", t.TempDir())
 	waitTCP(t, addr)
 	return addr
+}
+
+// clusterArgs are the flags of a cluster node on the Redis at redisAddr,
+// with a dev broker and an order database (its DSN is returned too) of the
+// test's own.
+func clusterArgs(t *testing.T, redisAddr string) (args []string, dsn string) {
+	t.Helper()
+	dsn = mysqltest.DSN(t)
+	return []string{"-redis", redisAddr, "-kafka", startDevBroker(t), "-mysql", dsn,
+		"-kafka-partitions", "4", "-order-tables", "8", "-kafka-produce-timeout", "1s"}, dsn
 }
 
 // ownRedis starts a redis-server of the test's own on port, so that it can
@@ -97,14 +116,13 @@ func ownRedis(t *testing.T, port int) *exec.Cmd {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	cmd := run(t, bin, "", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	cmd := run(t, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	return cmd
 }
 
-// run starts a command that is killed when the test ends, and waits until
-// ready answers 200 (when it is a URL).
-func run(t *testing.T, bin, ready string, args ...string) *exec.Cmd {
+// run starts a command that is killed when the test ends.
+func run(t *testing.T, bin string, args ...string) *exec.Cmd {
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	if testing.Verbose() {
@@ -114,9 +132,6 @@ func run(t *testing.T, bin, ready string, args ...string) *exec.Cmd {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	if ready != "" {
-		waitFor(t, ready)
-	}
 	return cmd
 }
 

@@ -9,7 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flashsale/flashsale/internal/mysqltest"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 )
@@ -26,12 +25,8 @@ func TestClusterThroughKafka(t *testing.T) {
 	redisPort := freePort(t)
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", redisPort)
 	ownRedis(t, redisPort)
-	dsn := mysqltest.DSN(t)
-	broker := startDevBroker(t)
-
-	common := []string{"-redis", redisAddr, "-kafka", broker, "-mysql", dsn, "-kafka-partitions", "4",
-		"-order-tables", "8", "-node-ttl", "1s", "-reconcile-interval", "200ms", "-kafka-produce-timeout", "1s", "-kafka-session-timeout", "6s",
-		"-max-lease", "8"}
+	common, dsn := clusterArgs(t, redisAddr)
+	common = append(common, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-kafka-session-timeout", "6s", "-max-lease", "8")
 	writer := startWriter(t, common)
 	var nodes []*proc
 	for id := 1; id <= 2; id++ {
@@ -75,8 +70,7 @@ func TestClusterThroughKafka(t *testing.T) {
 		work <- u
 		switch u { // every early user wins: the kills land mid-sale
 		case stock / 3:
-			writer.Process.Kill() // mid-batch, or between batches: either way
-			writer.Wait()
+			writer.Stop() // SIGKILL, mid-batch or between batches: either way
 			writer = startWriter(t, common)
 		case stock * 2 / 3:
 			nodes[1].Stop() // SIGKILL, with purchases in flight

@@ -197,12 +197,13 @@ func TestCheckConfigAndEnvironment(t *testing.T) {
 	f(true, []string{"FLASHSALE_NODE_ID=5000"}, "-node-id", "3") // the command line wins
 	f(false, []string{"FLASHSALE_NODE_ID=5000"})
 	f(false, []string{"FLASHSALE_READ_TIMEOUT=soon"})
-	f(true, nil, "-redis", "127.0.0.1:6379") // node id 0: the lowest free one
-	f(true, nil, "-redis", "127.0.0.1:6379", "-node-id", "2")
-	f(false, nil, "-redis", "127.0.0.1:6379", "-node-ttl", "10ms")
-	f(false, nil, "-kafka", "127.0.0.1:9092") // needs -redis and -mysql
+	f(false, nil, "-redis", "127.0.0.1:6379")                             // cluster mode needs -kafka and -mysql
+	f(false, nil, "-redis", "127.0.0.1:6379", "-kafka", "127.0.0.1:9092") // and -mysql
+	f(false, nil, "-kafka", "127.0.0.1:9092")                             // needs -redis and -mysql
 	kafka := []string{"-redis", "127.0.0.1:6379", "-kafka", "127.0.0.1:9092", "-mysql", "u:p@tcp(127.0.0.1:3306)/db"}
-	f(true, nil, kafka...)
+	f(true, nil, kafka...) // node id 0: the lowest free one
+	f(true, nil, append(kafka, "-node-id", "2")...)
+	f(false, nil, append(kafka, "-node-ttl", "10ms")...)
 	f(true, nil, append(kafka, "-role", "writer")...)
 	f(false, nil, "-role", "writer", "-kafka", "127.0.0.1:9092")
 	f(false, nil, "-role", "reader")

@@ -115,7 +115,7 @@ func (c *cluster) writer(batch int) *Writer {
 
 // ledger is node id's view of the ledger, with claims tracked.
 func (c *cluster) ledger(id int) *redisledger.Ledger {
-	return redisledger.New(redistest.Client(c.t), id, c.cfg.ledgerOptions(true))
+	return redisledger.New(redistest.Client(c.t), id, c.cfg.ledgerOptions())
 }
 
 // waitRows waits until the orders tables hold n rows.

@@ -39,9 +39,9 @@ const (
 
 // Config is a whole process's configuration. Each part is the
 // configuration of the package it belongs to, with that package's defaults
-// (DefaultConfig) and validation; Validate adds the rules between parts. The mode follows from what is set: RedisAddr makes an
-// edge node a cluster node, and Kafka.Brokers sends its orders through
-// Kafka into MySQL.
+// (DefaultConfig) and validation; Validate adds the rules between parts.
+// The mode follows from what is set: RedisAddr (with Kafka.Brokers and
+// MySQL.DSN, which cluster mode needs) makes an edge node a cluster node.
 type Config struct {
 	Role        Role   // RoleEdge or RoleWriter
 	Listen      string // public listener (edge)
@@ -51,16 +51,16 @@ type Config struct {
 	// IdempotencyWindow, MaxLease); the node sets its dependencies.
 	Engine  engine.Options
 	Server  server.Options      // the HTTP front's limits, admission, identity, admin token
-	Store   sqlitestore.Options // the embedded order store: standalone, and cluster mode without Kafka
+	Store   sqlitestore.Options // the embedded order store (standalone)
 	Breaker circuit.Options     // the circuit breaker in front of each dependency
 
-	// Cluster mode: the shared ledger in Redis.
+	// Cluster mode: the shared ledger in Redis, orders through Kafka into
+	// MySQL.
 	RedisAddr         string
 	Redis             redisledger.Options // Prefix, Timeout; the node sets IdempotencyWindow (the engine's) and TrackClaims
 	NodeTTL           time.Duration       // a silent node counts as dead after this
 	ReconcileInterval time.Duration       // how often dead nodes' leases and claims are settled
 
-	// Orders through Kafka into MySQL (with RedisAddr).
 	Kafka  orderlog.Config
 	MySQL  mysqlstore.Options  // the order database: the writers write it, edge nodes read it
 	Writer orderwriter.Options // MaxBatch, SessionTimeout; the node sets Kafka (the above), Claims and Store
@@ -102,10 +102,8 @@ func (c Config) Mode() string {
 		return "writer"
 	case c.RedisAddr == "":
 		return "standalone"
-	case len(c.Kafka.Brokers) == 0:
-		return "cluster"
 	}
-	return "cluster, orders through Kafka"
+	return "cluster"
 }
 
 // Validate checks every part, and the rules between them, before anything
@@ -124,6 +122,9 @@ func (c Config) Validate() error {
 	}
 	switch c.Role {
 	case RoleEdge:
+		if redis && (!kafka || !mysql) {
+			bad("cluster mode (-redis) needs -kafka and -mysql: a node's orders must be readable on every node and outlive the node, so they go through Kafka into MySQL")
+		}
 		if kafka && (!redis || !mysql) {
 			bad("-kafka needs -redis (claims) and -mysql (order reads)")
 		}

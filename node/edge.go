@@ -69,25 +69,20 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	opts := cfg.Engine
 	var checks []server.Check
 	var reader server.OrderReader
-	var store *sqlitestore.Store // standalone, and cluster mode without Kafka
-
-	// Cluster mode: the stock pool, the claims and the catalogue in Redis.
-	// Joined first so that Redis is the last to go at a stop: an undo that
-	// comes late still reaches it.
-	var cl *clusterPart
+	var sink engine.OrderSink
+	var dependency string        // of the order sink: its breaker's name
+	var store *sqlitestore.Store // standalone
+	var cl *clusterPart          // cluster mode
 	if cfg.RedisAddr != "" {
+		// Cluster mode: the stock pool, the claims and the catalogue in
+		// Redis, joined first so that Redis is the last to go at a stop (an
+		// undo that comes late still reaches it); orders through Kafka,
+		// read back from MySQL.
 		if cl, err = e.joinCluster(ctx); err != nil {
 			return nil, err
 		}
-		opts.NodeID, opts.Ledger = cl.reg.ID, cl.guarded
+		opts.NodeID, opts.Ledger, opts.Catalog = cl.reg.ID, cl.guarded, cl.catalog
 		checks = append(checks, cl.checks...)
-	}
-
-	// The order sink: the embedded store, or Kafka with order reads from
-	// MySQL. Either sits behind a circuit breaker named for it.
-	var sink engine.OrderSink
-	var dependency string
-	if len(cfg.Kafka.Brokers) > 0 {
 		p, db, err := e.openKafka(ctx)
 		if err != nil {
 			return nil, err
@@ -102,9 +97,6 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		sink, reader, opts.Catalog, dependency = store, store, store, "order_store"
 		checks = append(checks, server.Check{Name: "order store", Check: store.Check})
 		e.registry.MustRegister(store.Collectors()...)
-	}
-	if cl != nil {
-		opts.Catalog = cl.catalog // items are shared; a store keeps only this node's orders
 	}
 	guarded := circuit.NewSink(dependency, sink, cfg.breaker())
 	opts.Sink = guarded
@@ -179,7 +171,7 @@ func (e *Edge) Stop() {
 	})
 }
 
-// openKafka is the order sink of cluster mode with Kafka: the topics
+// openKafka is the order sink of cluster mode: the topics
 // checked (created when missing), the order database for reads, and an
 // acks=all producer.
 func (e *Edge) openKafka(ctx context.Context) (*kafkasink.Producer, *mysqlstore.Store, error) {
@@ -221,7 +213,7 @@ type clusterPart struct {
 	checks  []server.Check
 
 	loops context.Context // the heartbeat's and the reconcilers', ended at the stop
-	gap   *reconcile.Gap  // with Kafka
+	gap   *reconcile.Gap
 }
 
 // joinCluster connects to Redis and registers the node.
@@ -233,7 +225,7 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 		return nil, fmt.Errorf("cannot connect to Redis (-redis): %w", err)
 	}
 	e.steps.push("redis client", func() error { rc.Close(); return nil })
-	base := redisledger.New(rc, 0, cfg.ledgerOptions(len(cfg.Kafka.Brokers) > 0))
+	base := redisledger.New(rc, 0, cfg.ledgerOptions())
 	rctx, cancel := context.WithTimeout(ctx, stopTimeout)
 	reg, err := base.Register(rctx, cfg.Engine.NodeID, cfg.NodeTTL)
 	cancel()
@@ -268,29 +260,31 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 	return cl, nil
 }
 
-// snapshot reads what the engine is rebuilt from: standalone, the store;
-// in cluster mode, the shared catalogue and this node's own orders.
+// snapshot reads what the engine is rebuilt from: standalone, the store
+// (items, holdings, the request ids of the window); in cluster mode, the
+// shared catalogue (stock, holdings and request ids are the ledger's).
 func (e *Edge) snapshot(ctx context.Context, store *sqlitestore.Store, cl *clusterPart) (engine.Snapshot, error) {
-	var snap engine.Snapshot
 	if store != nil {
-		var err error
-		if snap, err = store.Load(ctx, e.cfg.Engine.IdempotencyWindow, time.Now()); err != nil {
+		snap, err := store.Load(ctx, e.cfg.Engine.IdempotencyWindow, time.Now())
+		if err != nil {
 			return snap, fmt.Errorf("cannot load the order store: %w", err)
 		}
-	}
-	if cl == nil {
 		return snap, nil
 	}
 	items, err := cl.catalog.Items(ctx)
 	if err != nil {
-		return snap, fmt.Errorf("cannot read the item catalogue from Redis: %w", err)
+		return engine.Snapshot{}, fmt.Errorf("cannot read the item catalogue from Redis: %w", err)
 	}
-	return clusterSnapshot(snap, items), nil
+	var snap engine.Snapshot
+	for _, it := range items {
+		snap.Items = append(snap.Items, engine.ItemRecord{Item: it})
+	}
+	return snap, nil
 }
 
 // reconcile starts the node's part of keeping the cluster's ledger true:
 // its heartbeat, the reconciliation of dead nodes' leases, the audit for
-// /metrics and, with Kafka, the claims with no order. They run until the
+// /metrics and the claims with no order in Kafka. They run until the
 // stop step joinCluster pushed.
 func (e *Edge) reconcile(cl *clusterPart) error {
 	itemIDs := func() []string {
@@ -304,51 +298,22 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	e.registry.MustRegister(monitor.Collectors()...)
 	go monitor.Run(cl.loops, e.cfg.ReconcileInterval)
 	e.lost = cl.reg.Keep(cl.loops)
-	if len(e.cfg.Kafka.Brokers) > 0 {
-		gap, err := reconcile.NewGap(reconcile.GapOptions{Kafka: e.cfg.Kafka, Ledger: cl.ledger})
-		if err != nil {
-			return fmt.Errorf("cannot start the claim reconciler: %w", err)
-		}
-		cl.gap = gap
-		e.registry.MustRegister(gap.Collectors()...)
-		go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)
+	gap, err := reconcile.NewGap(reconcile.GapOptions{Kafka: e.cfg.Kafka, Ledger: cl.ledger})
+	if err != nil {
+		return fmt.Errorf("cannot start the claim reconciler: %w", err)
 	}
+	cl.gap = gap
+	e.registry.MustRegister(gap.Collectors()...)
+	go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)
 	return nil
 }
 
-// clusterSnapshot rebuilds a node from the shared catalogue and its own
-// orders: the items are the catalogue's, this node's units sold come from
-// its holdings, and orders of items the catalogue no longer has are left out.
-func clusterSnapshot(local engine.Snapshot, items []engine.Item) engine.Snapshot {
-	known := map[string]bool{}
-	sold := map[string]int64{}
-	for _, h := range local.Holdings {
-		sold[h.ItemID] += h.Units
-	}
-	out := engine.Snapshot{LastOrderID: local.LastOrderID}
-	for _, it := range items {
-		known[it.ID] = true
-		out.Items = append(out.Items, engine.ItemRecord{Item: it, Sold: min(sold[it.ID], it.Stock)})
-	}
-	for _, h := range local.Holdings {
-		if known[h.ItemID] {
-			out.Holdings = append(out.Holdings, h)
-		}
-	}
-	for _, o := range local.Replays {
-		if known[o.ItemID] {
-			out.Replays = append(out.Replays, o)
-		}
-	}
-	return out
-}
-
 // ledgerOptions are the Redis ledger's: the engine's idempotency window,
-// and claims tracked when orders go through Kafka.
-func (c Config) ledgerOptions(track bool) redisledger.Options {
+// and claims tracked (orders go through Kafka).
+func (c Config) ledgerOptions() redisledger.Options {
 	o := c.Redis
 	o.IdempotencyWindow = c.Engine.IdempotencyWindow
-	o.TrackClaims = track
+	o.TrackClaims = true
 	return o
 }
 

@@ -82,7 +82,7 @@ func NewWriter(ctx context.Context, cfg Config) (_ *Writer, err error) {
 		return nil, err
 	}
 	wo := cfg.Writer
-	wo.Kafka, wo.Claims, wo.Store = cfg.Kafka, redisledger.New(rc, 0, cfg.ledgerOptions(true)), db
+	wo.Kafka, wo.Claims, wo.Store = cfg.Kafka, redisledger.New(rc, 0, cfg.ledgerOptions()), db
 	if w.writer, err = orderwriter.New(wo); err != nil {
 		return nil, fmt.Errorf("cannot join the writers' consumer group: %w", err)
 	}

@@ -1,7 +1,8 @@
 // Package spawn starts a flashsale binary on loopback ports chosen by the
 // kernel and a data directory, for the load generator's -spawn and for the
 // end-to-end tests: it waits until the server says it is serving and reads
-// the addresses from that line. It never chooses the server's flags beyond
+// the addresses from that line (an edge node), or until /readyz answers (a
+// writer). It never chooses the server's flags beyond
 // the listeners and the data directory: the caller passes the rest.
 package spawn
 
@@ -9,6 +10,8 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
+	"net/http"
 	"os/exec"
 	"regexp"
 	"time"
@@ -62,6 +65,42 @@ func Start(binary, dataDir string, log io.Writer, args ...string) (*Proc, error)
 		cmd.Process.Kill()
 		return nil, fmt.Errorf("%s did not serve within 20 s", binary)
 	}
+}
+
+// StartWriter runs binary in the writer role (-role writer, with args) with
+// its admin listener on a free loopback port, and returns once its /readyz
+// answers 200. The writer serves no public listener: Public is empty.
+func StartWriter(binary string, log io.Writer, args ...string) (*Proc, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	admin := l.Addr().String()
+	l.Close()
+	cmd := exec.Command(binary, append([]string{"-role", "writer", "-admin-listen", admin}, args...)...)
+	if log != nil {
+		cmd.Stderr = log
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("cannot start %s: %w", binary, err)
+	}
+	p := &Proc{Cmd: cmd, Admin: "http://" + admin, Exited: make(chan error, 1)}
+	go func() { p.Exited <- cmd.Wait() }()
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		select {
+		case err := <-p.Exited:
+			return nil, fmt.Errorf("the writer %s exited before it was ready: %v", binary, err)
+		default:
+		}
+		if resp, err := http.Get(p.Admin + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return p, nil
+			}
+		}
+	}
+	cmd.Process.Kill()
+	return nil, fmt.Errorf("the writer %s was not ready within 20 s", binary)
 }
 
 // Stop ends the process with SIGKILL and waits for it.
