@@ -195,15 +195,17 @@ func NewLedger(name string, inner engine.Ledger, o Options) *Ledger {
 	return &Ledger{Breaker: NewBreaker(name, o), inner: inner}
 }
 
-// answer runs f through the breaker, where the error answer (a refusal of
-// the ledger, not a failure of the dependency) passes untouched and does
-// not count against the dependency.
-func (l *Ledger) answer(answer error, f func() error) error {
+// answer runs f through the breaker, where an error among answers (a
+// refusal of the ledger, not a failure of the dependency) passes untouched
+// and does not count against the dependency.
+func (l *Ledger) answer(f func() error, answers ...error) error {
 	var err error
 	cerr := l.Call(func() error {
 		err = f()
-		if errors.Is(err, answer) {
-			return nil
+		for _, a := range answers {
+			if errors.Is(err, a) {
+				return nil
+			}
 		}
 		return err
 	})
@@ -214,17 +216,29 @@ func (l *Ledger) answer(answer error, f func() error) error {
 }
 
 func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (first *engine.Order, err error) {
-	err = l.answer(engine.ErrLimitExceeded, func() error {
+	err = l.answer(func() error {
 		first, err = l.inner.Claim(ctx, o, limit)
 		return err
-	})
+	}, engine.ErrLimitExceeded, engine.ErrSoldOut)
 	return first, err
 }
 
 func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error { return l.inner.Unclaim(ctx, o) }
 
+func (l *Ledger) Confirm(ctx context.Context, o *engine.Order) error {
+	return l.Call(func() error { return l.inner.Confirm(ctx, o) })
+}
+
+func (l *Ledger) Refuse(ctx context.Context, item, user, requestID string) (first *engine.Order, err error) {
+	err = l.Call(func() error {
+		first, err = l.inner.Refuse(ctx, item, user, requestID)
+		return err
+	})
+	return first, err
+}
+
 func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
-	return l.answer(engine.ErrStockBelowSold, func() error { return l.inner.PutItem(ctx, item, total) })
+	return l.answer(func() error { return l.inner.PutItem(ctx, item, total) }, engine.ErrStockBelowSold)
 }
 
 func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error) {

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/enginetest"
@@ -240,5 +241,94 @@ func TestEmptyPoolIsLookedAtAgain(t *testing.T) {
 	e.RefreshPools()
 	if _, _, err := buy(e, "a", "", 1); err != nil {
 		t.Fatalf("after units came back: %v", err)
+	}
+}
+
+// A winner's retry on another node is its first answer, never "sold out":
+// from the ledger while the node cannot be sure it knows every winner, from
+// memory once its feed has told it (and then the ledger is not asked, even
+// for a loser it has never seen). Another quantity is 422 either way.
+func TestWinnersRetryOnAnotherNode(t *testing.T) {
+	led := &enginetest.Ledger{}
+	a := newEngine(t, engine.Options{NodeID: 1, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led})
+	b := newEngine(t, engine.Options{NodeID: 2, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led})
+	put(t, a, "it", 1, 1)
+	put(t, b, "it", 1, 1)
+	won, _, err := buy(a, "u", "r1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	firsts := led.Counts().Refusals
+	if o, replayed, err := buy(b, "u", "r1", 1); err != nil || !replayed || o.ID != won.ID {
+		t.Fatalf("retry on the other node: %v %v %v", o, replayed, err)
+	}
+	if led.Counts().Refusals != firsts+1 {
+		t.Fatal("the node answered a request id it did not know without asking the ledger")
+	}
+	// Now it knows the answer: from memory, and 422 for another quantity.
+	if o, replayed, err := buy(b, "u", "r1", 1); err != nil || !replayed || o.ID != won.ID || led.Counts().Refusals != firsts+1 {
+		t.Fatalf("second retry: %v %v %v", o, replayed, err)
+	}
+	// A loser the node cannot be sure of is asked about; once the feed is
+	// up and has seen the whole stock claimed, no loser is.
+	if _, _, err := buy(b, "v", "r9", 1); !errors.Is(err, engine.ErrSoldOut) || led.Counts().Refusals != firsts+2 {
+		t.Fatalf("an unknown loser, unsure: %v (%d questions)", err, led.Counts().Refusals-firsts)
+	}
+	b.SetFeedUp(true)
+	b.Remember(won)
+	b.SetClaimed("it", 1)
+	if _, _, err := buy(b, "w", "r9", 1); !errors.Is(err, engine.ErrSoldOut) || led.Counts().Refusals != firsts+2 {
+		t.Fatalf("an unknown loser, sure: %v (%d questions)", err, led.Counts().Refusals-firsts)
+	}
+}
+
+// What the feed tells: a winner of another node is replayed from memory,
+// with 422 for another item or quantity; once released, its request id is
+// free again.
+func TestRememberAndRelease(t *testing.T) {
+	led := &enginetest.Ledger{}
+	e := newEngine(t, engine.Options{Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led})
+	put(t, e, "it", 5, 2)
+	put(t, e, "other", 5, 2)
+	elsewhere := &engine.Order{ID: 7, ItemID: "it", UserID: "u", Quantity: 1, PriceCents: 100, RequestID: "r", CreatedAt: time.Now().UTC()}
+	e.Remember(elsewhere)
+	if o, replayed, err := buy(e, "u", "r", 1); err != nil || !replayed || o != elsewhere {
+		t.Fatalf("replay of another node's winner: %v %v %v", o, replayed, err)
+	}
+	if _, _, err := buy(e, "u", "r", 2); !errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		t.Fatalf("another quantity: %v", err)
+	}
+	if _, _, err := e.Purchase(context.Background(), engine.PurchaseRequest{ItemID: "other", UserID: "u", RequestID: "r", Quantity: 1}); !errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		t.Fatalf("another item: %v", err)
+	}
+	e.Release(elsewhere)
+	if o, replayed, err := buy(e, "u", "r", 1); err != nil || replayed || o.ID == elsewhere.ID {
+		t.Fatalf("after the release: %v %v %v", o, replayed, err)
+	}
+	// A release of another order of the same request id changes nothing.
+	mine, _, _ := buy(e, "u", "r", 1)
+	e.Release(&engine.Order{ID: 12345, ItemID: "it", UserID: "u", RequestID: "r"})
+	if o, replayed, _ := buy(e, "u", "r", 1); !replayed || o.ID != mine.ID {
+		t.Fatal("a release of another order forgot this one")
+	}
+}
+
+// A claim whose request id already won on another node with another
+// quantity: 422, not a replay.
+func TestClaimReplayOfAnotherQuantity(t *testing.T) {
+	led := &enginetest.Ledger{}
+	a := newEngine(t, engine.Options{NodeID: 1, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led})
+	b := newEngine(t, engine.Options{NodeID: 2, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led, MaxLease: 1})
+	put(t, a, "it", 10, 2)
+	put(t, b, "it", 10, 2)
+	if _, _, err := buy(a, "u", "r", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := buy(b, "u", "r", 2); !errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		t.Fatalf("the same request id with another quantity on another node: %v", err)
+	}
+	if c := led.Counts(); c.Confirms != 1 {
+		t.Fatalf("%d orders confirmed, want 1", c.Confirms)
 	}
 }

@@ -29,8 +29,9 @@ type Ledger interface {
 	// Claim records o within the per-user limit, across all nodes. It is
 	// called only for winners, after the in-memory reservations succeeded.
 	// It returns ErrLimitExceeded when the user is over the limit across
-	// nodes, and, when o's request id already won (on any node), that first
-	// order, claiming nothing.
+	// nodes, ErrSoldOut when o's request id was answered "sold out" on
+	// another node a moment ago (Refuse), and, when o's request id already
+	// won (on any node), that first order, claiming nothing.
 	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
 	// Unclaim undoes a claim whose purchase failed later. It answers
 	// ErrOrderStored, undoing nothing, when o reached the order database
@@ -38,6 +39,19 @@ type Ledger interface {
 	// until the ledger's reconciliation settles it, and the engine keeps
 	// the units out of its shards meanwhile.
 	Unclaim(ctx context.Context, o *Order) error
+	// Confirm tells the ledger that o is durable, before its answer is
+	// written: every node may now read it back. A failure changes nothing
+	// for the purchase (the order is durable); the order is then readable
+	// elsewhere once a writer stored it.
+	Confirm(ctx context.Context, o *Order) error
+	// Refuse is asked by a node that has no units for a request id it does
+	// not know, while it cannot be sure that it knows every winner (another
+	// node may have sold it a moment ago). It returns the order the request
+	// id first won, if it did; otherwise it records, for a moment, that the
+	// request id was answered "sold out", so that a Claim of it on another
+	// node in that moment answers ErrSoldOut too: twins sent to two nodes
+	// never get a 201 and a "sold out".
+	Refuse(ctx context.Context, item, user, requestID string) (first *Order, err error)
 }
 
 // OrderSink makes accepted orders durable: the embedded store's group

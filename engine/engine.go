@@ -72,6 +72,7 @@ type Engine struct {
 	adminMu sync.Mutex // serialises item changes; never taken by purchases
 	ids     *idGen
 	idem    idemWindow
+	feedUp  atomic.Bool // cluster mode: the node's event feed is up (feed.go)
 
 	stop chan struct{}
 	done chan struct{}
@@ -168,8 +169,9 @@ func (e *Engine) janitor() {
 			}
 			if tick%2 == 0 {
 				e.refreshPools()
+				e.returnIdleLeases(e.now())
 			}
-			e.syncCatalog()
+			e.SyncCatalog()
 		}
 	}
 }
@@ -300,7 +302,8 @@ func (e *Engine) addItem(cfg Item) *item {
 	it := &item{id: cfg.ID, stock: newStock(e.shards)}
 	it.cfg.Store(&cfg)
 	if e.ledger != nil {
-		it.pool.Store(-1) // unknown until the first lease
+		it.pool.Store(-1)    // unknown until the first lease
+		it.claimed.Store(-1) // unknown until the feed tells
 	}
 	old := e.items.Load()
 	set := &itemSet{byID: make(map[string]*item, len(old.byID)+1), sorted: make([]*item, 0, len(old.sorted)+1)}
@@ -351,7 +354,7 @@ func (e *Engine) Restore(s Snapshot) error {
 			return fmt.Errorf("engine: stored order %d has a bad user or request id", o.ID)
 		}
 		key.set(o.UserID, o.RequestID)
-		e.idem.restore(key.bytes(), o, now)
+		e.idem.learn(key.bytes(), o, now)
 	}
 	e.ids.observe(s.LastOrderID)
 	return nil
@@ -405,7 +408,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		return nil, false, err
 	}
 	if it.stock.left() < q && !e.mayLease(it) {
-		return nil, false, ErrSoldOut
+		return e.soldOut(ctx, it, &req)
 	}
 	if it.users.held(req.UserID)+q > cfg.PerUserLimit {
 		return nil, false, ErrLimitExceeded
@@ -429,7 +432,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 			return nil, false, errors.Join(unavailable("cannot lease stock", err), r.undo(ctx))
 		}
 		r.undo(ctx)
-		return nil, false, ErrSoldOut
+		return e.soldOut(ctx, it, &req)
 	}
 	it.pending.Add(q)
 	r.stockHeld = true
@@ -449,6 +452,8 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		switch {
 		case errors.Is(err, ErrLimitExceeded): // over the limit on another node
 			return nil, false, errors.Join(ErrLimitExceeded, r.undo(ctx))
+		case errors.Is(err, ErrSoldOut): // its twin was told so on another node
+			return nil, false, errors.Join(ErrSoldOut, r.undo(ctx))
 		case err != nil:
 			return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
 		case first != nil: // the request id won on another node: its answer
@@ -457,6 +462,9 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 			r.undo(ctx)
 			if keyHeld {
 				e.idem.complete(r.key.bytes(), first, now)
+			}
+			if first.Quantity != q {
+				return nil, false, ErrIdempotencyKeyReused
 			}
 			return first, true, nil
 		}
@@ -470,8 +478,14 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)
+	if e.ledger != nil {
+		it.lastSale.Store(now.UnixNano())
+	}
 	if r.keyHeld {
 		e.idem.complete(r.key.bytes(), o, now)
+	}
+	if e.ledger != nil {
+		e.ledger.Confirm(ctx, o) // best effort: the order is durable either way
 	}
 	return o, false, nil
 }
@@ -488,6 +502,30 @@ func (e *Engine) takeStock(ctx context.Context, it *item, q int64) (bool, error)
 		}
 	}
 	return false, nil // others took each refill first: sold out for now
+}
+
+// soldOut answers a purchase that finds no units. In cluster mode a request
+// id this node does not know may have won on another node a moment ago:
+// unless this node knows every winner of the item (its event feed is up
+// and has seen every unit of the stock claimed), it asks the ledger
+// (Refuse), so that a winner's retry is never told "sold out" and a twin
+// on another node is not sold after it was. Without a request id, or
+// knowing every winner, it answers from memory, allocating nothing.
+func (e *Engine) soldOut(ctx context.Context, it *item, req *PurchaseRequest) (*Order, bool, error) {
+	if e.ledger == nil || req.RequestID == "" || e.feedUp.Load() && it.claimed.Load() >= it.cfg.Load().Stock {
+		return nil, false, ErrSoldOut
+	}
+	first, err := e.ledger.Refuse(ctx, it.id, req.UserID, req.RequestID)
+	if err != nil || first == nil {
+		return nil, false, ErrSoldOut // what this node knows; the ledger cannot say otherwise
+	}
+	var key idemKey
+	key.set(first.UserID, first.RequestID)
+	e.idem.learn(key.bytes(), first, e.now())
+	if first.Quantity != req.Quantity {
+		return nil, false, ErrIdempotencyKeyReused
+	}
+	return first, true, nil
 }
 
 // replay answers a request id that is already known.

@@ -127,8 +127,10 @@ func (w *idemWindow) complete(key []byte, o *Order, now time.Time) {
 	sh.fifo = append(sh.fifo, idemExpiry{key: string(key), entry: e})
 }
 
-// restore records an answer given before a restart, if still in the window.
-func (w *idemWindow) restore(key []byte, o *Order, now time.Time) {
+// learn records an answer given before a restart, or on another node of a
+// cluster, while it is in the window. An entry key already has (in progress
+// here, or known) is kept.
+func (w *idemWindow) learn(key []byte, o *Order, now time.Time) {
 	expires := o.CreatedAt.Add(w.window)
 	if !now.Before(expires) {
 		return
@@ -136,12 +138,27 @@ func (w *idemWindow) restore(key []byte, o *Order, now time.Time) {
 	sh := w.shard(key)
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
+	if sh.m[string(key)] != nil {
+		return
+	}
 	if sh.m == nil {
 		sh.m = make(map[string]*idemEntry)
 	}
 	e := &idemEntry{item: o.ItemID, quantity: o.Quantity, order: o, expires: expires}
 	sh.m[string(key)] = e
 	sh.fifo = append(sh.fifo, idemExpiry{key: string(key), entry: e})
+}
+
+// unlearn forgets key's answer when it is the order id: that winner's claim
+// was given back, so the request id is free again. An entry in progress is
+// kept.
+func (w *idemWindow) unlearn(key []byte, id uint64) {
+	sh := w.shard(key)
+	sh.mu.Lock()
+	if e := sh.m[string(key)]; e != nil && e.order != nil && e.order.ID == id {
+		delete(sh.m, string(key))
+	}
+	sh.mu.Unlock()
 }
 
 // sweep drops every expired entry.

@@ -86,10 +86,13 @@ type item struct {
 	sold    atomic.Int64
 	users   userLedger
 
-	// Cluster mode: what the shared pool had left at the last lease (-1:
-	// unknown), and one lease at a time.
+	// Cluster mode: what the shared pool had left at the last lease or
+	// event (-1: unknown), one lease at a time, and the units claimed across
+	// the cluster as of the feed's last event (-1: unknown).
 	pool     atomic.Int64
 	refillMu sync.Mutex
+	claimed  atomic.Int64
+	lastSale atomic.Int64 // unix ns of this node's last sale of the item
 }
 
 // checkWindow refuses a purchase outside the sale window.

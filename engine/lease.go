@@ -85,6 +85,33 @@ func (e *Engine) refreshPools() {
 	}
 }
 
+// idleLease is how long a node keeps leased units nobody here buys once the
+// pool is empty, before it gives them back for others to sell.
+const idleLease = time.Second
+
+// returnIdleLeases gives back the units of items whose pool is empty and
+// that this node has not sold for idleLease: no node sits on the last units
+// while others answer "sold out", and once every unit is claimed every node
+// knows every winner, and answers losers from memory.
+func (e *Engine) returnIdleLeases(now time.Time) {
+	if e.ledger == nil {
+		return
+	}
+	for _, it := range e.items.Load().sorted {
+		n := it.stock.left()
+		if n == 0 || it.pool.Load() != 0 || now.UnixNano()-it.lastSale.Load() < int64(idleLease) || !it.stock.take(n) {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		if err := e.ledger.GiveBack(ctx, it.id, n); err != nil {
+			it.stock.put(n)
+		} else {
+			it.pool.Store(-1) // others may lease them; look again
+		}
+		cancel()
+	}
+}
+
 // GiveBackAll returns every unit this node holds to the pool, for a
 // graceful stop in cluster mode (a no-op standalone). Purchases should have
 // stopped.
@@ -104,38 +131,4 @@ func (e *Engine) GiveBackAll(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// syncCatalog brings the engine's items in line with the shared catalogue:
-// new items are added, changed definitions replace the old (a changed
-// total makes the next short purchase ask the pool again). Only in cluster
-// mode: standalone, this engine is the catalogue's only writer.
-func (e *Engine) syncCatalog() error {
-	if e.ledger == nil {
-		return nil
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-	defer cancel()
-	items, err := e.catalog.Items(ctx)
-	if err != nil {
-		return err
-	}
-	e.adminMu.Lock()
-	defer e.adminMu.Unlock()
-	for _, in := range items {
-		it := e.lookup(in.ID)
-		if it == nil {
-			e.addItem(in)
-			continue
-		}
-		cur := it.cfg.Load()
-		if *cur == in {
-			continue
-		}
-		if cur.Stock != in.Stock {
-			it.pool.Store(-1)
-		}
-		it.cfg.Store(&in)
-	}
-	return nil
 }

@@ -33,10 +33,16 @@
 //	                    of it can still arrive (Settler.Abandon: its node
 //	                    died between the claim and the ack).
 //
+// Between the two, a claim whose record Kafka acknowledged is marked Acked by
+// its node (engine.Ledger.Confirm) before the shopper's 201: the order is
+// then readable on every node, and no reconciler may abandon it (its record
+// is in the topic: a writer will store it). Acked -> Stored as Pending does.
+//
 // The consequences, each tested: a record that lands after its claim was
-// aborted is refused by the writers (dead-lettered: Verdict Refuse, reason claim_aborted), since
-// its unit may have been sold again; an Unclaim that finds the claim Stored
-// undoes nothing and answers engine.ErrOrderStored, and the purchase stands.
+// aborted is refused by the writers (dead-lettered: Verdict Refuse, reason
+// claim_aborted), since its unit may have been sold again; an Unclaim that
+// finds the claim Stored or Acked undoes nothing and answers
+// engine.ErrOrderStored, and the purchase stands.
 // Settled claims (Stored or Aborted) are forgotten once no record of them can
 // arrive any more (Settler.Forget); the order database keeps the history.
 package ledger
@@ -79,6 +85,7 @@ type State byte
 // in Redis, which the Lua scripts of persist/redisledger compare.
 const (
 	Pending State = 'p'
+	Acked   State = 'k'
 	Stored  State = 's'
 	Aborted State = 'a'
 )
@@ -87,6 +94,8 @@ func (s State) String() string {
 	switch s {
 	case Pending:
 		return "pending"
+	case Acked:
+		return "acked"
 	case Stored:
 		return "stored"
 	case Aborted:

@@ -87,7 +87,8 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		if err != nil {
 			return nil, err
 		}
-		sink, reader, dependency = p, kafkasink.Reader{DB: db, Producer: p}, "kafka"
+		cl.acked = p.Acked()
+		sink, reader, dependency = p, kafkasink.Reader{DB: db, Acked: cl.acked, Barrier: cl.feed.Barrier}, "kafka"
 		checks = append(checks, server.Check{Name: "kafka", Check: p.Check}, server.Check{Name: "mysql", Check: db.Check})
 	} else {
 		if store, err = sqlitestore.Open(cfg.Store); err != nil {
@@ -123,6 +124,7 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 			defer cancel()
 			return eng.GiveBackAll(ctx)
 		})
+		e.startFeed(cl)
 		if err := e.reconcile(cl); err != nil {
 			return nil, err
 		}
@@ -212,8 +214,10 @@ type clusterPart struct {
 	catalog *redisledger.Catalog
 	checks  []server.Check
 
-	loops context.Context // the heartbeat's and the reconcilers', ended at the stop
+	loops context.Context // the heartbeat's, the feed's and the reconcilers', ended at the stop
 	gap   *reconcile.Gap
+	feed  *redisledger.Feed
+	acked *kafkasink.Acked // the orders acknowledged on every node
 }
 
 // joinCluster connects to Redis and registers the node.
@@ -237,13 +241,14 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 		defer cancel()
 		return reg.Release(ctx)
 	})
-	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), catalog: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL)}
+	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), catalog: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL),
+		feed: redisledger.NewFeed(rc, cfg.Redis.Prefix)}
 	// The heartbeat and the reconcilers start once the engine is rebuilt,
 	// and stop after it: the node stays registered while it gives its
 	// leases back.
 	loops, cancel := context.WithCancel(context.Background())
 	cl.loops = loops
-	e.steps.push("reconcilers and heartbeat", func() error {
+	e.steps.push("reconcilers, feed and heartbeat", func() error {
 		cancel()
 		if cl.gap != nil {
 			cl.gap.Close()

@@ -129,8 +129,13 @@ type Ledger struct {
 	unclaimErr error
 
 	claims, unclaims, leases, calls int
-	stuck                           []*engine.Order // claims whose undo failed
+	refusals, confirms              int
+	stuck                           []*engine.Order          // claims whose undo failed
+	winners                         map[string]*engine.Order // by item, user and request id
+	refused                         map[string]bool
 }
+
+func winnerKey(item, user, requestID string) string { return item + "\x00" + user + "\x00" + requestID }
 
 var _ engine.Ledger = (*Ledger)(nil)
 
@@ -226,9 +231,24 @@ func (l *Ledger) Claim(_ context.Context, o *engine.Order, limit int64) (*engine
 	if p.users[o.UserID]+o.Quantity > limit {
 		return nil, engine.ErrLimitExceeded
 	}
+	if o.RequestID != "" {
+		k := winnerKey(o.ItemID, o.UserID, o.RequestID)
+		if first := l.winners[k]; first != nil {
+			return first, nil
+		}
+		if l.refused[k] {
+			return nil, engine.ErrSoldOut
+		}
+	}
 	p.users[o.UserID] += o.Quantity
 	p.leased -= o.Quantity
 	p.claimed += o.Quantity
+	if o.RequestID != "" {
+		if l.winners == nil {
+			l.winners = map[string]*engine.Order{}
+		}
+		l.winners[winnerKey(o.ItemID, o.UserID, o.RequestID)] = o
+	}
 	return nil, nil
 }
 
@@ -252,7 +272,42 @@ func (l *Ledger) Unclaim(_ context.Context, o *engine.Order) error {
 	p.users[o.UserID] -= o.Quantity
 	p.leased += o.Quantity
 	p.claimed -= o.Quantity
+	if o.RequestID != "" {
+		delete(l.winners, winnerKey(o.ItemID, o.UserID, o.RequestID))
+	}
 	return nil
+}
+
+// Confirm counts the orders told durable.
+func (l *Ledger) Confirm(context.Context, *engine.Order) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.enter(); err != nil {
+		return err
+	}
+	l.confirms++
+	return nil
+}
+
+// Refuse answers the order a request id won with, as Claim recorded it, or
+// marks it refused: a later Claim of it answers engine.ErrSoldOut (for
+// ever: the fake has no clock).
+func (l *Ledger) Refuse(_ context.Context, item, user, requestID string) (*engine.Order, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.enter(); err != nil {
+		return nil, err
+	}
+	l.refusals++
+	k := winnerKey(item, user, requestID)
+	if first := l.winners[k]; first != nil {
+		return first, nil
+	}
+	if l.refused == nil {
+		l.refused = map[string]bool{}
+	}
+	l.refused[k] = true
+	return nil, nil
 }
 
 // AbandonStuck gives the units of every claim whose undo failed back to
@@ -287,14 +342,15 @@ func (l *Ledger) SetFirst(o *engine.Order) { l.mu.Lock(); l.first = o; l.mu.Unlo
 // engine.ErrOrderStored); nil stops it.
 func (l *Ledger) SetUnclaimErr(err error) { l.mu.Lock(); l.unclaimErr = err; l.mu.Unlock() }
 
-// Counts are the claims, unclaims and leases asked so far, and every call.
-type Counts struct{ Claims, Unclaims, Leases, Calls int }
+// Counts are the claims, unclaims, leases, confirmations and refusals asked
+// so far, and every call.
+type Counts struct{ Claims, Unclaims, Leases, Confirms, Refusals, Calls int }
 
 // Counts says how often the ledger was asked.
 func (l *Ledger) Counts() Counts {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return Counts{Claims: l.claims, Unclaims: l.unclaims, Leases: l.leases, Calls: l.calls}
+	return Counts{Claims: l.claims, Unclaims: l.unclaims, Leases: l.leases, Confirms: l.confirms, Refusals: l.refusals, Calls: l.calls}
 }
 
 // Pool is an item's ledger at one instant.

@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,7 +29,7 @@ type Producer struct {
 	cl      *kgo.Client
 	topic   string
 	timeout time.Duration
-	recent  *recent
+	acked   *Acked
 
 	seconds prometheus.Histogram
 	errors  prometheus.Counter
@@ -48,7 +47,7 @@ func NewProducer(c orderlog.Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: %w", err)
 	}
-	return &Producer{cl: cl, topic: c.Topic, timeout: c.Timeout, recent: newRecent(recentMax),
+	return &Producer{cl: cl, topic: c.Topic, timeout: c.Timeout, acked: NewAcked(0),
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_produce_seconds",
 			Help:    "Time from a winner's produce to the brokers' acknowledgement (or failure).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}), // 0.1 ms .. 3.3 s
@@ -93,7 +92,7 @@ func (p *Producer) Append(_ context.Context, o *engine.Order) error {
 		p.errors.Inc()
 		return fmt.Errorf("kafkasink: cannot produce order %d: %w", o.ID, err)
 	}
-	p.recent.add(o)
+	p.acked.Add(o)
 	return nil
 }
 
@@ -107,72 +106,11 @@ func (p *Producer) Close(ctx context.Context) error {
 	return err
 }
 
-// Recent returns an order this producer had acknowledged and still
-// remembers, with status accepted.
-func (p *Producer) Recent(id uint64) (*engine.Order, bool) { return p.recent.get(id) }
-
-// RecentOf returns the user's acknowledged orders this producer remembers.
-func (p *Producer) RecentOf(user string) []*engine.Order { return p.recent.ofUser(user) }
+// Acked is what the producer remembers of acknowledged orders, for reads;
+// a cluster's feed adds the other nodes' to it.
+func (p *Producer) Acked() *Acked { return p.acked }
 
 // Collectors are the producer's metrics, to register.
 func (p *Producer) Collectors() []prometheus.Collector {
 	return []prometheus.Collector{p.seconds, p.errors}
-}
-
-// recentMax bounds the acknowledged orders a producer remembers for reads
-// (winners only: the stock bounds them; ~200 bytes each).
-const recentMax = 100_000
-
-// recent remembers the last acknowledged orders, oldest evicted first.
-type recent struct {
-	mu     sync.Mutex
-	max    int
-	ring   []*engine.Order
-	next   int
-	byID   map[uint64]*engine.Order
-	byUser map[string][]*engine.Order
-}
-
-func newRecent(max int) *recent {
-	return &recent{max: max, byID: map[uint64]*engine.Order{}, byUser: map[string][]*engine.Order{}}
-}
-
-func (r *recent) add(o *engine.Order) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.ring) < r.max {
-		r.ring = append(r.ring, o)
-	} else {
-		old := r.ring[r.next]
-		delete(r.byID, old.ID)
-		list := r.byUser[old.UserID]
-		for i, x := range list {
-			if x == old {
-				list = append(list[:i:i], list[i+1:]...)
-				break
-			}
-		}
-		if len(list) == 0 {
-			delete(r.byUser, old.UserID)
-		} else {
-			r.byUser[old.UserID] = list
-		}
-		r.ring[r.next] = o
-		r.next = (r.next + 1) % r.max
-	}
-	r.byID[o.ID] = o
-	r.byUser[o.UserID] = append(r.byUser[o.UserID], o)
-}
-
-func (r *recent) get(id uint64) (*engine.Order, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	o, ok := r.byID[id]
-	return o, ok
-}
-
-func (r *recent) ofUser(user string) []*engine.Order {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]*engine.Order(nil), r.byUser[user]...)
 }

@@ -163,7 +163,7 @@ func (g *Gap) settle(ctx context.Context, items []string, before time.Time, res 
 					slog.Warn("abandoned a claim with no order in Kafka", "item", item, "order", c.OrderID,
 						"user", c.UserID, "units", c.Quantity, "claimed_at", c.CreatedAt)
 				}
-			case c.State == ledger.Pending:
+			case c.State == ledger.Pending, c.State == ledger.Acked: // a writer will store an acked one
 				res.Pending++
 			case old:
 				settled = append(settled, c.OrderID)

@@ -13,11 +13,10 @@ import (
 )
 
 // Catalog keeps item definitions in Redis, for every node of a cluster.
-// Writes go to Redis; reads go through rueidis client-side caching (RESP3
-// client tracking): a read of an unchanged item is answered from this
-// process's memory, and Redis tells the cache when an item changes, so
-// another node's change is seen at the next read, with no polling of
-// Redis on the hot path.
+// Writes go to Redis and publish the change on the events channel, which
+// every node follows (Feed); reads go through rueidis client-side caching
+// (RESP3 client tracking): a read of an unchanged item is answered from this
+// process's memory, and Redis tells the cache when an item changes.
 //
 //	<prefix>:items      set of item ids
 //	{<prefix>:<id>}:def hash: name, price_cents, stock, per_user_limit,
@@ -68,6 +67,7 @@ func (c *Catalog) SaveItem(ctx context.Context, it engine.Item) error {
 			FieldValue("stock", strconv.FormatInt(it.Stock, 10)).FieldValue("per_user_limit", strconv.FormatInt(it.PerUserLimit, 10)).
 			FieldValue("starts_at", nanos(it.StartsAt)).FieldValue("ends_at", nanos(it.EndsAt)).FieldValue("ended", ended).Build(),
 		c.c.B().Sadd().Key(c.setKey()).Member(it.ID).Build(),
+		c.c.B().Publish().Channel(eventsChannel(c.prefix)).Message("i|" + it.ID).Build(), // every node follows at once
 	}
 	for _, r := range c.c.DoMulti(ctx, cmds...) {
 		if err := r.Error(); err != nil {
@@ -75,6 +75,21 @@ func (c *Catalog) SaveItem(ctx context.Context, it engine.Item) error {
 		}
 	}
 	return nil
+}
+
+// Item reads one item's definition from Redis itself, not the cache: what
+// a node reads when the feed says the item changed (the cache's
+// invalidation travels on another connection and may come later).
+func (c *Catalog) Item(ctx context.Context, id string) (engine.Item, bool, error) {
+	m, err := c.c.Do(ctx, c.c.B().Hgetall().Key(c.defKey(id)).Build()).AsStrMap()
+	if err != nil {
+		return engine.Item{}, false, fmt.Errorf("redisledger: cannot read item %q: %w", id, err)
+	}
+	if len(m) == 0 {
+		return engine.Item{}, false, nil
+	}
+	it, err := parseItem(id, m)
+	return it, err == nil, err
 }
 
 // Items reads every item's definition, through the client-side cache.

@@ -44,9 +44,10 @@ func parseClaim(item, id, rec string) (ledger.Claim, error) {
 // release is the part of unclaim and abandon that gives a claim's units
 // back: the user's count down, the request id forgotten (only if it still
 // names this order), the claim's units out of claimed and, for a tracked
-// claim, out of pending, and the claim turned into a tombstone.
-// It expects q, the user, the request key, "has request id", the order
-// id and the claim record (cur, false when untracked) in locals, and
+// claim, out of pending, and the claim turned into a tombstone; then the
+// release event published. It expects q, the user, the request key, "has
+// request id", the order id, the claim record (cur, false when untracked),
+// the events channel, the item and the request id (rid) in locals, and
 // KEYS[1] = stock, users and claims as named.
 const release = `
 local held = tonumber(redis.call('HGET', users, user) or '0')
@@ -56,11 +57,12 @@ if has == '1' then
   if first and string.match(first, '^(%d+)|') == id then redis.call('DEL', req) end
 end
 if held == q then redis.call('HDEL', users, user) else redis.call('HINCRBY', users, user, -q) end
-redis.call('HINCRBY', KEYS[1], 'claimed', -q)
+local claimed = redis.call('HINCRBY', KEYS[1], 'claimed', -q)
 if cur then
   redis.call('HINCRBY', KEYS[1], 'pending', -q)
   redis.call('HSET', claims, id, 'a' .. string.sub(cur, 2))
 end
+redis.call('PUBLISH', channel, 'a|' .. item .. '|' .. claimed .. '|' .. id .. '|' .. user .. '|' .. rid)
 `
 
 // Claims lists the tracked claims of item, in every state.
@@ -87,14 +89,17 @@ func (l *Ledger) Claims(ctx context.Context, item string) ([]ledger.Claim, error
 // back to the pool, since the node that claimed them may be gone.
 // KEYS: stock, users, claims, req (or users when none). ARGV: order id, the
 // claim record as read (the script acts only if it is unchanged), user, q,
-// has request id. Returns 1 abandoned, 0 changed meanwhile.
+// has request id, events channel, item, request id. Returns 1 abandoned, 0
+// changed meanwhile. Publishes the release and the pool events.
 var abandon = rueidis.NewLuaScript(`
 local id, users, claims, req = ARGV[1], KEYS[2], KEYS[3], KEYS[4]
 local user, q, has = ARGV[3], tonumber(ARGV[4]), ARGV[5]
+local channel, item, rid = ARGV[6], ARGV[7], ARGV[8]
 local cur = redis.call('HGET', claims, id)
 if cur ~= ARGV[2] or string.sub(cur, 1, 1) ~= 'p' then return 0 end
 ` + release + `
-redis.call('HINCRBY', KEYS[1], 'remaining', q)
+local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', q)
+redis.call('PUBLISH', channel, 'p|' .. item .. '|' .. remaining)
 return 1
 `)
 
@@ -108,7 +113,8 @@ func (l *Ledger) Abandon(ctx context.Context, c ledger.Claim) (bool, error) {
 	k := l.keys(c.ItemID)
 	req, has := k.requestOf(&engine.Order{UserID: c.UserID, RequestID: c.RequestID})
 	n, err := abandon.Exec(ctx, l.c, []string{k.stock, k.users, k.claims, req}, []string{
-		strconv.FormatUint(c.OrderID, 10), claimRecord(c.State, c.Quantity, c.CreatedAt, c.UserID, c.RequestID), c.UserID, strconv.FormatInt(c.Quantity, 10), has}).AsInt64()
+		strconv.FormatUint(c.OrderID, 10), claimRecord(c.State, c.Quantity, c.CreatedAt, c.UserID, c.RequestID), c.UserID,
+		strconv.FormatInt(c.Quantity, 10), has, l.channel(), c.ItemID, c.RequestID}).AsInt64()
 	if err != nil {
 		return false, fmt.Errorf("redisledger: cannot abandon claim %d: %w", c.OrderID, err)
 	}
@@ -140,8 +146,8 @@ local cur = redis.call('HGET', KEYS[2], ARGV[1])
 if not cur then return -1 end
 local st = string.sub(cur, 1, 1)
 if st == 's' then return 1 end
-if st ~= 'p' then return 0 end
-local q = tonumber(string.match(cur, '^p|(%d+)|'))
+if st ~= 'p' and st ~= 'k' then return 0 end
+local q = tonumber(string.match(cur, '^[pk]|(%d+)|'))
 redis.call('HSET', KEYS[2], ARGV[1], 's' .. string.sub(cur, 2))
 redis.call('HINCRBY', KEYS[1], 'pending', -q)
 return 1

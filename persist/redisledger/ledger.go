@@ -158,8 +158,9 @@ func (k keys) requestOf(o *engine.Order) (key, has string) {
 
 // putItem sets the total of an item, creating it; lowering the total
 // takes from the unleased pool only.
-// KEYS: stock. ARGV: total. Returns remaining, or -1 when the pool cannot
-// give up enough units (stock below what is leased or claimed).
+// KEYS: stock. ARGV: total, events channel, item. Returns remaining, or -1
+// when the pool cannot give up enough units (stock below what is leased or
+// claimed). Publishes the pool event.
 var putItem = rueidis.NewLuaScript(`
 local total = tonumber(ARGV[1])
 local old = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
@@ -168,6 +169,7 @@ local delta = total - old
 if remaining + delta < 0 then return -1 end
 redis.call('HSET', KEYS[1], 'total', total, 'remaining', remaining + delta)
 redis.call('HSETNX', KEYS[1], 'claimed', 0)
+redis.call('PUBLISH', ARGV[2], 'p|' .. ARGV[3] .. '|' .. (remaining + delta))
 return remaining + delta
 `)
 
@@ -177,7 +179,7 @@ func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10)}).AsInt64()
+	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10), l.channel(), item}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
 	}
@@ -199,7 +201,8 @@ func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
 }
 
 // lease moves up to want units from the pool to a node.
-// KEYS: stock, leases. ARGV: node, want. Returns {granted, remaining}.
+// KEYS: stock, leases. ARGV: node, want, events channel, item. Returns
+// {granted, remaining}; publishes the pool event when it granted any.
 var lease = rueidis.NewLuaScript(`
 local want = tonumber(ARGV[2])
 local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
@@ -207,6 +210,7 @@ local granted = math.min(want, remaining)
 if granted > 0 then
   redis.call('HINCRBY', KEYS[1], 'remaining', -granted)
   redis.call('HINCRBY', KEYS[2], ARGV[1], granted)
+  redis.call('PUBLISH', ARGV[3], 'p|' .. ARGV[4] .. '|' .. (remaining - granted))
 end
 return {granted, remaining - granted}
 `)
@@ -217,7 +221,7 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10)}).AsIntSlice()
+	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10), l.channel(), item}).AsIntSlice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, fmt.Errorf("redisledger: cannot lease %q: %v", item, errOr(err, "bad reply"))
 	}
@@ -225,13 +229,15 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 }
 
 // giveBack moves up to n leased units of a node back to the pool.
-// KEYS: stock, leases. ARGV: node, n. Returns the units given back.
+// KEYS: stock, leases. ARGV: node, n, events channel, item. Returns the
+// units given back; publishes the pool event when there were any.
 var giveBack = rueidis.NewLuaScript(`
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local n = math.min(tonumber(ARGV[2]), held)
 if n > 0 then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -n)
-  redis.call('HINCRBY', KEYS[1], 'remaining', n)
+  local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', n)
+  redis.call('PUBLISH', ARGV[3], 'p|' .. ARGV[4] .. '|' .. remaining)
 end
 return n
 `)
@@ -241,7 +247,7 @@ func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	if err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10)}).Error(); err != nil {
+	if err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10), l.channel(), item}).Error(); err != nil {
 		return fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
 	}
 	return nil
@@ -252,13 +258,16 @@ func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 // request id, or answers with the order that first used the request id.
 // KEYS: stock, leases, users, req (or the same key as users when there is
 // no request id), claims. ARGV: node, user, q, limit, encoded order, window
-// seconds, has request id (1/0), track (1/0), order id, claim record.
-// Returns {1, ""} claimed, {2, order} replay, {0, "limit"} over the limit,
-// {0, "lease"} the node holds fewer units.
+// seconds, has request id (1/0), track (1/0), order id, claim record, events
+// channel, item, request id. Returns {1, ""} claimed, {2, order} replay,
+// {0, "limit"} over the limit, {0, "refused"} the request id was refused
+// (Refuse) a moment ago, {0, "lease"} the node holds fewer units.
+// Publishes the claim event (every node learns the winner).
 var claim = rueidis.NewLuaScript(`
 local q = tonumber(ARGV[3])
 if ARGV[7] == '1' then
   local first = redis.call('GET', KEYS[4])
+  if first == '` + refused + `' then return {0, 'refused'} end
   if first then return {2, first} end
 end
 local held = tonumber(redis.call('HGET', KEYS[3], ARGV[2]) or '0')
@@ -267,7 +276,7 @@ local leased = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 if leased < q then return {0, 'lease'} end
 redis.call('HINCRBY', KEYS[2], ARGV[1], -q)
 redis.call('HINCRBY', KEYS[3], ARGV[2], q)
-redis.call('HINCRBY', KEYS[1], 'claimed', q)
+local claimed = redis.call('HINCRBY', KEYS[1], 'claimed', q)
 if ARGV[7] == '1' then
   redis.call('SET', KEYS[4], ARGV[5], 'EX', tonumber(ARGV[6]))
 end
@@ -275,6 +284,7 @@ if ARGV[8] == '1' then
   redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
   redis.call('HINCRBY', KEYS[1], 'pending', q)
 end
+redis.call('PUBLISH', ARGV[11], 'c|' .. ARGV[12] .. '|' .. claimed .. '|' .. ARGV[5] .. '|' .. ARGV[2] .. '|' .. ARGV[13])
 return {1, ''}
 `)
 
@@ -290,7 +300,7 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
 		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10),
-		claimRecord(ledger.Pending, o.Quantity, o.CreatedAt, o.UserID, o.RequestID)}).ToArray()
+		claimRecord(ledger.Pending, o.Quantity, o.CreatedAt, o.UserID, o.RequestID), l.channel(), o.ItemID, o.RequestID}).ToArray()
 	if err != nil || len(vals) != 2 {
 		return nil, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
 	}
@@ -303,24 +313,29 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 		return decodeOrder(detail, o)
 	case detail == "limit":
 		return nil, engine.ErrLimitExceeded
+	case detail == refused:
+		return nil, engine.ErrSoldOut
 	}
 	return nil, ErrNotLeased
 }
 
 // unclaim undoes a claim whose purchase failed later: the units go back to
 // the node's lease. A tracked claim is undone only while pending: one a
-// writer already stored is kept (the order exists).
+// writer already stored, or whose record Kafka acknowledged, is kept (the
+// order exists).
 // KEYS: stock, leases, users, req, claims. ARGV: node, user, q, order id,
-// has request id, track (1/0). Returns 1 undone, 0 no
-// such claim (or already undone), 2 stored by a writer: kept.
+// has request id, track (1/0), events channel, item, request id. Returns 1
+// undone, 0 no such claim (or already undone), 2 stored or acked: kept.
+// Publishes the release event.
 var unclaim = rueidis.NewLuaScript(`
 local q, user, req, has, users, claims, id = tonumber(ARGV[3]), ARGV[2], KEYS[4], ARGV[5], KEYS[3], KEYS[5], ARGV[4]
+local channel, item, rid = ARGV[7], ARGV[8], ARGV[9]
 local cur = false
 if ARGV[6] == '1' then
   cur = redis.call('HGET', claims, id)
   if not cur then return 0 end
   local st = string.sub(cur, 1, 1)
-  if st == 's' then return 2 end
+  if st == 's' or st == 'k' then return 2 end
   if st ~= 'p' then return 0 end
 end
 ` + release + `
@@ -337,7 +352,7 @@ func (l *Ledger) Unclaim(ctx context.Context, o *engine.Order) error {
 	k := l.keys(o.ItemID)
 	req, has := k.requestOf(o)
 	n, err := unclaim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
-		strconv.FormatInt(o.Quantity, 10), strconv.FormatUint(o.ID, 10), has, l.track}).AsInt64()
+		strconv.FormatInt(o.Quantity, 10), strconv.FormatUint(o.ID, 10), has, l.track, l.channel(), o.ItemID, o.RequestID}).AsInt64()
 	if err != nil {
 		return fmt.Errorf("redisledger: cannot unclaim: %w", err)
 	}

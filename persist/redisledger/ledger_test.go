@@ -101,16 +101,27 @@ func TestThreeEnginesOnRedis(t *testing.T) {
 	var engines []*engine.Engine
 	var sinks []*enginetest.Sink
 	var ledgers []*Ledger
+	cat := NewCatalog(c, p, 0)
+	feeds, stopFeeds := context.WithCancel(ctx)
+	defer stopFeeds()
 	for i := 1; i <= 3; i++ {
 		l := New(c, i, Options{Prefix: p})
 		sink := &enginetest.Sink{}
-		e, err := engine.New(engine.Options{NodeID: i, Sink: sink, Catalog: &enginetest.Catalog{}, Ledger: l})
+		e, err := engine.New(engine.Options{NodeID: i, Sink: sink, Catalog: cat, Ledger: l})
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer e.Close()
 		if _, _, err := e.PutItem(ctx, engine.Item{ID: "it", Name: "x", Stock: stock, PerUserLimit: 1}); err != nil {
 			t.Fatal(err)
+		}
+		// Each node follows the cluster's events, as an edge node does.
+		feed := NewFeed(c, p)
+		go feed.Run(feeds, &Follower{Engine: e, Ledger: l, Catalog: cat}, e.SetFeedUp)
+		for deadline := time.Now().Add(5 * time.Second); !feed.Up(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("a feed did not come up")
+			}
 		}
 		engines, sinks, ledgers = append(engines, e), append(sinks, sink), append(ledgers, l)
 	}

@@ -176,7 +176,7 @@ func (l *Ledger) Reconcile(ctx context.Context, item string) (int64, error) {
 		if err != nil || live {
 			continue
 		}
-		got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{holder, strconv.FormatInt(n, 10)}).AsInt64()
+		got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{holder, strconv.FormatInt(n, 10), l.channel(), item}).AsInt64()
 		if err != nil {
 			return total, fmt.Errorf("redisledger: cannot reconcile %q of %q: %w", holder, item, err)
 		}
