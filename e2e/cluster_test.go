@@ -1,13 +1,19 @@
 package e2e
 
 import (
+	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/flashsale/flashsale/persist/mysqlstore"
 )
 
 // TestClusterTwoNodes runs two processes of the binary on one Redis: they
@@ -221,4 +227,166 @@ func TestClusterNodeKilled(t *testing.T) {
 		}
 	}
 	t.Logf("node 2 held %d units when killed; all %d sold by node 1 afterwards", before.Leased(), stock-60)
+}
+
+// TestSameAnswerOnEveryNode: three edge nodes and a writer; 20,000 users
+// race for 1,000 units, spread round-robin as Nginx spreads them. A share of
+// them send twins to two nodes at once; winners retry on other nodes during
+// the sale and after it; some reuse their request id on another node for
+// another quantity or item. Exactly 1,000 orders; every retry of a winner is
+// its first answer, byte for byte, on every node; no winner or twin of one
+// is told "sold out"; reuse is 422 everywhere; every order is readable on
+// every node right after its 201.
+func TestSameAnswerOnEveryNode(t *testing.T) {
+	port := freePort(t)
+	redisAddr := fmt.Sprintf("127.0.0.1:%d", port)
+	ownRedis(t, port)
+	common, dsn := clusterArgs(t, redisAddr)
+	startWriter(t, common)
+	var nodes []*proc
+	for id := 1; id <= 3; id++ {
+		nodes = append(nodes, start(t, t.TempDir(), append(common, "-node-id", strconv.Itoa(id), "-max-lease", "16")...))
+	}
+	const stock, users = 1000, 20000
+	for _, it := range []struct {
+		id    string
+		stock int
+	}{{"it", stock}, {"other", 50}} {
+		if code, _, b := call(t, "PUT", nodes[0].Admin+"/api/v1/items/"+it.id, fmt.Sprintf(`{"name":"x","price_cents":700,"stock":%d,"per_user_limit":2}`, it.stock)); code != 201 {
+			t.Fatalf("put %s: %d %s", it.id, code, b)
+		}
+		for _, n := range nodes {
+			waitFor(t, n.Public+"/api/v1/items/"+it.id)
+		}
+	}
+	buy := func(n *proc, item, user, req string, q int) (int, []byte, http.Header) {
+		code, h, b := call(t, "POST", n.Public+"/api/v1/items/"+item+"/purchase", fmt.Sprintf(`{"user_id":%q,"request_id":%q,"quantity":%d}`, user, req, q))
+		return code, b, h
+	}
+	var mu sync.Mutex
+	first := map[int][]byte{} // user -> first 201 body
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		if len(failures) < 20 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		}
+		mu.Unlock()
+	}
+	// replays checks that a winner's request id is answered with its first
+	// 201 on every node.
+	replays := func(u int, body []byte, on ...*proc) {
+		for _, n := range on {
+			code, b, h := buy(n, "it", fmt.Sprint("u", u), fmt.Sprint("r", u), 1)
+			if code != 201 || !bytes.Equal(b, body) || h.Get("Idempotent-Replayed") != "true" {
+				fail("retry of u%d's winner on %s: %d %s (first: %s)", u, n.Public, code, b, body)
+			}
+		}
+	}
+	work := make(chan int)
+	var wg sync.WaitGroup
+	for range 32 {
+		wg.Go(func() {
+			for u := range work {
+				a, b := nodes[u%3], nodes[(u+1)%3]
+				user, req := fmt.Sprint("u", u), fmt.Sprint("r", u)
+				var code int
+				var body []byte
+				if u%10 == 0 { // twins: the same request to two nodes at once
+					var code2 int
+					var body2 []byte
+					var tw sync.WaitGroup
+					tw.Go(func() { code, body, _ = buy(a, "it", user, req, 1) })
+					tw.Go(func() { code2, body2, _ = buy(b, "it", user, req, 1) })
+					tw.Wait()
+					if code != 201 && code2 == 201 {
+						code, body, code2, body2 = code2, body2, code, body
+					}
+					if code == 201 && !(code2 == 201 && bytes.Equal(body, body2) || code2 == 409 && bytes.Contains(body2, []byte("request_in_progress"))) {
+						fail("twins of u%d: 201 and %d %s", u, code2, body2)
+					}
+				} else {
+					code, body, _ = buy(a, "it", user, req, 1)
+				}
+				switch {
+				case code == 201:
+					mu.Lock()
+					first[u] = body
+					mu.Unlock()
+				case code == 409 && (bytes.Contains(body, []byte("sold_out")) || bytes.Contains(body, []byte("request_in_progress"))):
+					continue
+				default:
+					fail("purchase of u%d: %d %s", u, code, body)
+					continue
+				}
+				var o orderJSON
+				json.Unmarshal(body, &o)
+				if u%7 == 0 { // readable on every node right after its 201
+					for _, n := range nodes {
+						code, _, got := call(t, "GET", n.Public+"/api/v1/orders/"+o.OrderID, "")
+						var g orderJSON
+						json.Unmarshal(got, &g)
+						g.Status = o.Status
+						if code != 200 || g != o {
+							fail("order %s of u%d on %s right after its 201: %d %s", o.OrderID, u, n.Public, code, got)
+						}
+					}
+					code, _, got := call(t, "GET", nodes[(u+2)%3].Public+"/api/v1/users/"+user+"/orders", "")
+					if code != 200 || !bytes.Contains(got, []byte(o.OrderID)) {
+						fail("orders of u%d on another node right after the 201: %d %s", u, code, got)
+					}
+				}
+				if u%4 == 0 { // a retry on another node during the sale
+					replays(u, body, nodes[(u+2)%3])
+				}
+				if u%13 == 0 { // reuse elsewhere: another quantity, another item
+					if code, b, _ := buy(nodes[(u+2)%3], "it", user, req, 2); code != 422 {
+						fail("u%d's request id for another quantity on another node: %d %s", u, code, b)
+					}
+					if code, b, _ := buy(nodes[(u+1)%3], "other", user, req, 1); code != 422 {
+						fail("u%d's request id for another item on another node: %d %s", u, code, b)
+					}
+				}
+			}
+		})
+	}
+	for u := range users {
+		work <- u
+	}
+	close(work)
+	wg.Wait()
+	if len(failures) > 0 {
+		t.Fatalf("%d+ wrong answers, the first:\n%s", len(failures), strings.Join(failures, "\n"))
+	}
+	// After the sale: every winner's retry is its first answer on every node.
+	ids := map[string]bool{}
+	for u, body := range first {
+		var o orderJSON
+		json.Unmarshal(body, &o)
+		ids[o.OrderID] = true
+		if u%5 == 0 {
+			replays(u, body, nodes...)
+		}
+	}
+	if len(failures) > 0 {
+		t.Fatalf("%d+ wrong answers after the sale, the first:\n%s", len(failures), strings.Join(failures, "\n"))
+	}
+	if len(ids) != stock {
+		t.Fatalf("%d orders answered 201, want exactly %d", len(ids), stock)
+	}
+	db, err := mysqlstore.Open(context.Background(), mysqlstore.Options{DSN: dsn, Tables: 8})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if n, _ := db.Sold(context.Background(), "it"); n == stock {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("%d units of it in MySQL, want %d", n, stock)
+		}
+	}
+	if a := audit(t, redisAddr, "it"); !a.Balanced() || a.Claimed != stock {
+		t.Fatalf("ledger: %+v", a)
+	}
 }
