@@ -82,6 +82,7 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs.StringVar(&cfg.Redis.Prefix, "redis-prefix", cfg.Redis.Prefix, "Prefix of the keys in Redis; nodes of one sale share it.")
 	fs.DurationVar(&cfg.Redis.Timeout, "redis-timeout", cfg.Redis.Timeout, "Bound on each call to Redis; past it the purchase gets 503 and the call counts against the Redis circuit breaker.")
 	fs.DurationVar(&cfg.NodeTTL, "node-ttl", cfg.NodeTTL, "Cluster mode: a node that misses its heartbeats this long is dead; others give its leased units back to the pool.")
+	fs.BoolVar(&cfg.AutoRebuild, "auto-rebuild", cfg.AutoRebuild, "Cluster mode: when Redis lost the ledger (restarted empty, flushed, a failover that lost writes), rebuild it from the orders of record (MySQL, after the writers stored what Kafka holds); false: by hand, with fsctl rebuild. Nothing is sold meanwhile either way.")
 	fs.DurationVar(&cfg.ReconcileInterval, "reconcile-interval", cfg.ReconcileInterval, "Cluster mode: how often a node looks for dead nodes' leases to give back.")
 	fs.Int64Var(&cfg.Engine.MaxLease, "max-lease", cfg.Engine.MaxLease, "Most units one lease takes from the pool in cluster mode. Leases shrink near the end of the stock, so no node sits on the last units.")
 

@@ -219,7 +219,7 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (first
 	err = l.answer(func() error {
 		first, err = l.inner.Claim(ctx, o, limit)
 		return err
-	}, engine.ErrLimitExceeded, engine.ErrSoldOut)
+	}, engine.ErrLimitExceeded, engine.ErrSoldOut, engine.ErrLedgerLost, engine.ErrNotLeased)
 	return first, err
 }
 
@@ -237,20 +237,24 @@ func (l *Ledger) Refuse(ctx context.Context, item, user, requestID string) (firs
 	return first, err
 }
 
-func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
-	return l.answer(func() error { return l.inner.PutItem(ctx, item, total) }, engine.ErrStockBelowSold)
+func (l *Ledger) PutItem(ctx context.Context, item string, total int64, exists bool) error {
+	return l.answer(func() error { return l.inner.PutItem(ctx, item, total, exists) }, engine.ErrStockBelowSold, engine.ErrLedgerLost)
 }
 
 func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error) {
-	err = l.Call(func() error {
+	err = l.answer(func() error {
 		granted, remaining, err = l.inner.Lease(ctx, item, want)
 		return err
-	})
+	}, engine.ErrLedgerLost)
 	return granted, remaining, err
 }
 
 func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 	return l.inner.GiveBack(ctx, item, n)
+}
+
+func (l *Ledger) Trim(ctx context.Context, item string, keep int64) (int64, error) {
+	return l.inner.Trim(ctx, item, keep)
 }
 
 func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {

@@ -130,7 +130,7 @@ func TestLedgerBreaker(t *testing.T) {
 	pool := &enginetest.Ledger{}
 	l := NewLedger("redis", pool, Options{Failures: 2, CoolDown: 50 * time.Millisecond})
 	ctx := context.Background()
-	if err := l.PutItem(ctx, "it", 1000); err != nil {
+	if err := l.PutItem(ctx, "it", 1000, false); err != nil {
 		t.Fatal(err)
 	}
 	// Over the limit is an answer: it neither trips the circuit nor is lost.

@@ -106,8 +106,10 @@ func clusterArgs(t *testing.T, redisAddr string) (args []string, dsn string) {
 }
 
 // ownRedis starts a redis-server of the test's own on port, so that it can
-// be killed and started again without touching anybody else's.
-func ownRedis(t *testing.T, port int) *exec.Cmd {
+// be killed and started again without touching anybody else's; without
+// persistence unless extra says otherwise (later options win; a first
+// extra ending in .conf is the configuration file).
+func ownRedis(t *testing.T, port int, extra ...string) *exec.Cmd {
 	t.Helper()
 	bin, err := exec.LookPath("redis-server")
 	if err != nil {
@@ -116,7 +118,12 @@ func ownRedis(t *testing.T, port int) *exec.Cmd {
 		}
 		t.Skip("redis-server is not installed")
 	}
-	cmd := run(t, bin, "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no")
+	args := []string{"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"}
+	if len(extra) > 0 && strings.HasSuffix(extra[0], ".conf") { // a configuration file comes first
+		args = append([]string{extra[0]}, args...)
+		extra = extra[1:]
+	}
+	cmd := run(t, bin, append(args, extra...)...)
 	waitTCP(t, fmt.Sprintf("127.0.0.1:%d", port))
 	return cmd
 }

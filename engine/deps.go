@@ -16,13 +16,20 @@ import (
 // shards, a winner needs no confirmation, and the items are this node's own.
 type Ledger interface {
 	// PutItem sets the pool's total for an item; ErrStockBelowSold when
-	// lowering it below what is leased or claimed.
-	PutItem(ctx context.Context, item string, total int64) error
+	// lowering it below what is leased or claimed. exists says the item is
+	// known already: its pool must be there, and ErrLedgerLost when it is
+	// not (a pool is created only for a new item).
+	PutItem(ctx context.Context, item string, total int64, exists bool) error
 	// Lease takes up to want units from the pool for this node and says
-	// what the pool has left.
+	// what the pool has left; ErrLedgerLost when the pool is gone or is
+	// not of the ledger this node sells from.
 	Lease(ctx context.Context, item string, want int64) (granted, remaining int64, err error)
 	// GiveBack returns n leased units to the pool.
 	GiveBack(ctx context.Context, item string, n int64) error
+	// Trim returns every unit leased to this node beyond keep, and says
+	// how many: a lease whose answer was lost may have granted units the
+	// node never got.
+	Trim(ctx context.Context, item string, keep int64) (int64, error)
 	// Remaining is what the pool has left.
 	Remaining(ctx context.Context, item string) (int64, error)
 
@@ -30,8 +37,10 @@ type Ledger interface {
 	// called only for winners, after the in-memory reservations succeeded.
 	// It returns ErrLimitExceeded when the user is over the limit across
 	// nodes, ErrSoldOut when o's request id was answered "sold out" on
-	// another node a moment ago (Refuse), and, when o's request id already
-	// won (on any node), that first order, claiming nothing.
+	// another node a moment ago (Refuse), ErrLedgerLost when the pool is
+	// gone or not of this node's ledger, ErrNotLeased when this node holds
+	// fewer units than it thinks, and, when o's request id already won (on
+	// any node), that first order, claiming nothing.
 	Claim(ctx context.Context, o *Order, limit int64) (first *Order, err error)
 	// Unclaim undoes a claim whose purchase failed later. It answers
 	// ErrOrderStored, undoing nothing, when o reached the order database

@@ -48,6 +48,10 @@ type Options struct {
 	MaxLease int64
 	// Now is the clock; default time.Now (tests pass one they move).
 	Now func() time.Time
+	// OnLedgerLost, when set, is told when the ledger answers that a pool
+	// is gone or of another generation (the engine stops selling: see
+	// SetLedgerLost): the node's guard looks at once.
+	OnLedgerLost func()
 }
 
 const (
@@ -73,6 +77,8 @@ type Engine struct {
 	ids     *idGen
 	idem    idemWindow
 	feedUp  atomic.Bool // cluster mode: the node's event feed is up (feed.go)
+	lost    atomic.Bool // cluster mode: the shared ledger was lost (feed.go)
+	onLost  func()      // Options.OnLedgerLost
 
 	stop chan struct{}
 	done chan struct{}
@@ -136,6 +142,7 @@ func New(opts Options) (*Engine, error) {
 		catalog:  opts.Catalog,
 		maxLease: opts.MaxLease,
 		now:      opts.Now,
+		onLost:   opts.OnLedgerLost,
 		ids:      ids,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -247,6 +254,9 @@ func (e *Engine) PutItem(ctx context.Context, in Item) (v ItemView, created bool
 
 	it := e.lookup(in.ID)
 	if e.ledger != nil {
+		if e.lost.Load() {
+			return ItemView{}, false, ErrLedgerLost
+		}
 		return e.putPooledItem(ctx, it, in)
 	}
 	if it == nil {
@@ -284,6 +294,9 @@ func (e *Engine) EndItem(ctx context.Context, id string) (ItemView, error) {
 	it := e.lookup(id)
 	if it == nil {
 		return ItemView{}, ErrItemNotFound
+	}
+	if e.ledger != nil && e.lost.Load() {
+		return ItemView{}, ErrLedgerLost
 	}
 	cfg := *it.cfg.Load()
 	if !cfg.Ended {
@@ -403,6 +416,9 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 			return replay(ent, first, it.id, q)
 		}
 	}
+	if e.lost.Load() { // cluster mode: nothing is sold until the ledger is rebuilt
+		return nil, false, ErrLedgerLost
+	}
 	// Losers stop here, on reads alone.
 	if err := cfg.checkWindow(now); err != nil {
 		return nil, false, err
@@ -428,6 +444,10 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	r.user = strings.Clone(req.UserID)
 	r.userHeld = true
 	if ok, err := e.takeStock(ctx, it, q); !ok {
+		if errors.Is(err, ErrLedgerLost) {
+			e.ledgerLost()
+			return nil, false, errors.Join(ErrLedgerLost, r.undo(ctx))
+		}
 		if err != nil {
 			return nil, false, errors.Join(unavailable("cannot lease stock", err), r.undo(ctx))
 		}
@@ -454,6 +474,13 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 			return nil, false, errors.Join(ErrLimitExceeded, r.undo(ctx))
 		case errors.Is(err, ErrSoldOut): // its twin was told so on another node
 			return nil, false, errors.Join(ErrSoldOut, r.undo(ctx))
+		case errors.Is(err, ErrLedgerLost):
+			e.ledgerLost()
+			r.dropStock = true // leased from the lost ledger
+			return nil, false, errors.Join(ErrLedgerLost, r.undo(ctx))
+		case errors.Is(err, ErrNotLeased):
+			r.dropStock = true
+			return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
 		case err != nil:
 			return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
 		case first != nil: // the request id won on another node: its answer
@@ -549,6 +576,7 @@ type reservation struct {
 	keyHeld   bool // idempotency entry begun
 	userHeld  bool
 	stockHeld bool
+	dropStock bool   // the ledger says the units are not this node's: keep them out
 	claimed   *Order // ledger claim made (cluster mode)
 }
 
@@ -568,7 +596,7 @@ func (r *reservation) undo(ctx context.Context) error {
 	}
 	if r.stockHeld {
 		r.it.pending.Add(-r.q)
-		if err == nil {
+		if err == nil && !r.dropStock {
 			r.it.stock.put(r.q)
 		}
 	}

@@ -47,7 +47,17 @@ var (
 	// ErrUnavailable is wrapped around the failure of a dependency (ledger,
 	// order sink, catalogue): nothing was taken, the client may retry.
 	ErrUnavailable = &Error{CodeUnavailable, "dependency unavailable"}
+
+	// ErrLedgerLost: the cluster's shared ledger lost its data (or is not
+	// the one this node sold from) and is being rebuilt from the orders of
+	// record; nothing is sold until it is (Engine.SetLedgerLost).
+	ErrLedgerLost = &Error{CodeUnavailable, "the stock ledger is being rebuilt from the orders of record"}
 )
+
+// ErrNotLeased is what a Ledger's Claim answers when this node holds fewer
+// units of the item than its shards say (its lease belonged to a ledger that
+// was lost): the engine drops those units instead of putting them back.
+var ErrNotLeased = errors.New("engine: the ledger says this node does not hold those units")
 
 // ErrOrderStored is what Ledger.Unclaim answers when the claim cannot be
 // undone because the order reached the order database after all (a Kafka

@@ -10,3 +10,6 @@ func (e *Engine) SweepIdempotency(now time.Time) { e.idem.sweep(now) }
 
 // RefreshPools reads what each item's pool has left.
 func (e *Engine) RefreshPools() { e.refreshPools() }
+
+// ReturnIdleLeases gives back idle leases (and trims unsure ones) at now.
+func (e *Engine) ReturnIdleLeases(now time.Time) { e.returnIdleLeases(now) }

@@ -100,3 +100,37 @@ func (e *Engine) Follow(in Item) {
 	}
 	it.cfg.Store(&in)
 }
+
+// SetLedgerLost stops selling (ErrLedgerLost, a 503, for every purchase and
+// item change; replays of known winners are still answered) when the shared
+// ledger lost its data or is not the one this node sold from: what it says
+// can no longer be trusted, and a pool made again would sell units that were
+// sold already. Rebuilt resumes.
+func (e *Engine) SetLedgerLost() { e.lost.Store(true) }
+
+// ledgerLost stops selling because the ledger said a pool is gone.
+func (e *Engine) ledgerLost() {
+	e.lost.Store(true)
+	if e.onLost != nil {
+		e.onLost()
+	}
+}
+
+// LedgerLost reports whether selling is stopped for a lost ledger.
+func (e *Engine) LedgerLost() bool { return e.lost.Load() }
+
+// Rebuilt resumes selling once the ledger was rebuilt from the orders of
+// record. The units in this node's shards were leased from the lost ledger,
+// and the rebuilt one counts them unsold in its pool: they are dropped, and
+// pools and claimed counts are learnt afresh.
+func (e *Engine) Rebuilt() {
+	e.adminMu.Lock()
+	defer e.adminMu.Unlock()
+	for _, it := range e.items.Load().sorted {
+		for n := it.stock.left(); n > 0 && !it.stock.take(n); n = it.stock.left() {
+		}
+		it.pool.Store(-1)
+		it.claimed.Store(-1)
+	}
+	e.lost.Store(false)
+}

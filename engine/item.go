@@ -93,6 +93,9 @@ type item struct {
 	refillMu sync.Mutex
 	claimed  atomic.Int64
 	lastSale atomic.Int64 // unix ns of this node's last sale of the item
+	// leaseUnsure: a lease failed without an answer; the ledger may count
+	// units this node never got (returnIdleLeases trims them).
+	leaseUnsure atomic.Bool
 }
 
 // checkWindow refuses a purchase outside the sale window.

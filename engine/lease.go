@@ -37,6 +37,9 @@ func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 	}
 	granted, remaining, err := e.ledger.Lease(ctx, it.id, max(want, q))
 	if err != nil {
+		if !errors.Is(err, ErrLedgerLost) {
+			it.leaseUnsure.Store(true)
+		}
 		return false, err
 	}
 	it.pool.Store(remaining)
@@ -49,9 +52,13 @@ func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 // putPooledItem creates or updates an item whose units live in the pool.
 // The caller holds adminMu.
 func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView, bool, error) {
-	if err := e.ledger.PutItem(ctx, in.ID, in.Stock); err != nil {
-		if errors.Is(err, ErrStockBelowSold) {
+	if err := e.ledger.PutItem(ctx, in.ID, in.Stock, it != nil); err != nil {
+		switch {
+		case errors.Is(err, ErrStockBelowSold):
 			return ItemView{}, false, ErrStockBelowSold
+		case errors.Is(err, ErrLedgerLost):
+			e.ledgerLost()
+			return ItemView{}, false, ErrLedgerLost
 		}
 		return ItemView{}, false, unavailable("cannot set the item's stock in the pool", err)
 	}
@@ -92,21 +99,28 @@ const idleLease = time.Second
 // returnIdleLeases gives back the units of items whose pool is empty and
 // that this node has not sold for idleLease: no node sits on the last units
 // while others answer "sold out", and once every unit is claimed every node
-// knows every winner, and answers losers from memory.
+// knows every winner, and answers losers from memory. After a lease that
+// failed without an answer, it also gives back what the ledger counts
+// leased here beyond what the node holds (the units of purchases between
+// their lease and their claim).
 func (e *Engine) returnIdleLeases(now time.Time) {
 	if e.ledger == nil {
 		return
 	}
 	for _, it := range e.items.Load().sorted {
 		n := it.stock.left()
-		if n == 0 || it.pool.Load() != 0 || now.UnixNano()-it.lastSale.Load() < int64(idleLease) || !it.stock.take(n) {
+		unsure := it.leaseUnsure.Load()
+		if n == 0 && !unsure || it.pool.Load() != 0 || now.UnixNano()-it.lastSale.Load() < int64(idleLease) || n > 0 && !it.stock.take(n) {
 			continue
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		if err := e.ledger.GiveBack(ctx, it.id, n); err != nil {
+		if got, err := e.ledger.Trim(ctx, it.id, it.pending.Load()); err != nil {
 			it.stock.put(n)
 		} else {
-			it.pool.Store(-1) // others may lease them; look again
+			it.leaseUnsure.Store(false)
+			if got > 0 {
+				it.pool.Store(-1) // others may lease them; look again
+			}
 		}
 		cancel()
 	}

@@ -49,6 +49,7 @@ package ledger
 
 import (
 	"context"
+	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale/engine"
@@ -145,7 +146,31 @@ type Marker interface {
 	// Stored, or already Stored: a redelivery) and answers a Verdict per
 	// order, in order.
 	Persist(ctx context.Context, orders []*engine.Order) ([]Verdict, error)
+	// CurrentGeneration is the ledger's generation now: "" when the ledger
+	// lost its data, Rebuilding+next while it is rebuilt. A claim the
+	// writer cannot find in a lost or rebuilding ledger was in the lost
+	// one: its order is of record (unless its purchase was answered 503).
+	CurrentGeneration(ctx context.Context) (string, error)
+	// Condemn marks generation gen, if it is still the ledger's, as having
+	// lost writes (Condemned+gen): every node stops selling and the ledger
+	// is rebuilt.
+	Condemn(ctx context.Context, gen string) error
 }
+
+// Rebuilding is the prefix of the ledger's generation while it is rebuilt
+// from the orders of record.
+const Rebuilding = "rebuilding:"
+
+// IsRebuilding reports whether generation g says the ledger is being
+// rebuilt.
+func IsRebuilding(g string) bool { return strings.HasPrefix(g, Rebuilding) }
+
+// Condemned is the prefix of the ledger's generation once a writer found it
+// lost writes (orders whose claims it does not have).
+const Condemned = "condemned:"
+
+// IsCondemned reports whether generation g was condemned.
+func IsCondemned(g string) bool { return strings.HasPrefix(g, Condemned) }
 
 // Settler is what the claim reconciler needs of the ledger.
 type Settler interface {
@@ -166,4 +191,15 @@ type Pools interface {
 	Reconcile(ctx context.Context, item string) (int64, error)
 	// Audit reads an item's ledger at one instant.
 	Audit(ctx context.Context, item string) (Audit, error)
+}
+
+// Tally is what the orders of record say of an item, from which a lost
+// ledger is rebuilt: sold is every unit in a stored order, what is left of
+// the stock is total - sold, the users hold what their orders hold, and the
+// request ids of the idempotency window answer their first orders again.
+type Tally struct {
+	Item     engine.Item
+	Sold     int64
+	Holdings map[string]int64 // units by user
+	Recent   []*engine.Order  // orders with a request id, within the window
 }

@@ -328,7 +328,7 @@ func TestNodeDiesBetweenClaimAndAck(t *testing.T) {
 	c := newCluster(t)
 	ctx := context.Background()
 	l := c.ledger(7)
-	if err := l.PutItem(ctx, "it", 10); err != nil {
+	if err := l.PutItem(ctx, "it", 10, false); err != nil {
 		t.Fatal(err)
 	}
 	if _, _, err := l.Lease(ctx, "it", 2); err != nil {
@@ -343,7 +343,7 @@ func TestNodeDiesBetweenClaimAndAck(t *testing.T) {
 		}
 	}
 	// Only landed's record reaches Kafka; the node dies before either ack.
-	p, err := kafkasink.NewProducer(c.cfg.Kafka)
+	p, err := kafkasink.NewProducer(c.cfg.Kafka, kafkasink.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -529,5 +529,220 @@ func TestPoisonGoesToDeadLetters(t *testing.T) {
 	}
 	if n := promtest.Value(w.registry, "flashsale_writer_dead_letters_total"); n != 2 {
 		t.Fatalf("%v dead letters counted", n)
+	}
+}
+
+// Redis loses the cluster's data in the middle of a sale (every key of the
+// cluster deleted, as a FLUSHALL or a restart without persistence would):
+// every node stops selling (503 and the metric), an operator's
+// PUT of the item with its original stock is refused and, once one node has
+// rebuilt the ledger from the orders of record, selling resumes without
+// selling a unit twice: the orders never exceed the stock, every 201 is a
+// row, the winners before the loss replay, and the audit balances.
+func TestRedisLosesItsData(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	const stock = 1000
+	edges := []*Edge{c.edge(1, stock), c.edge(2, stock)}
+	c.writer(100)
+
+	var mu sync.Mutex
+	won := map[uint64]*engine.Order{}
+	first := map[string]*engine.Order{} // user -> their 201
+	var lost, replays atomic.Int64
+	purchase := func(e *Edge, user string) {
+		o, replayed, err := buy(e, user, "r-"+user)
+		switch {
+		case err == nil && replayed:
+			replays.Add(1)
+			mu.Lock()
+			if w := first[user]; w != nil && w.ID != o.ID {
+				t.Errorf("user %s replayed order %d, won %d", user, o.ID, w.ID)
+			}
+			mu.Unlock()
+		case err == nil:
+			mu.Lock()
+			if won[o.ID] != nil || first[user] != nil {
+				t.Errorf("user %s won twice", user)
+			}
+			won[o.ID], first[user] = o, o
+			mu.Unlock()
+		case errors.Is(err, engine.ErrLedgerLost):
+			lost.Add(1)
+		case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLimitExceeded), errors.Is(err, engine.ErrRequestInProgress),
+			errors.Is(err, engine.ErrUnavailable):
+		default:
+			t.Errorf("purchase: %v", err)
+		}
+	}
+	sold := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(won)
+	}
+	// Buyers never stop: before, during and after the loss.
+	stop := make(chan struct{})
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for w := range 8 {
+		wg.Go(func() {
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				u := next.Add(1)
+				purchase(edges[(int(u)+w)%2], fmt.Sprint("u", u))
+				time.Sleep(time.Millisecond)
+			}
+		})
+	}
+	for sold() < 600 {
+		time.Sleep(time.Millisecond)
+	}
+	redistest.Flush(redistest.Client(t), c.cfg.Redis.Prefix)
+	before := sold()
+	waitFor(t, "every node to stop selling", func() bool {
+		return promtest.Value(edges[0].registry, "flashsale_ledger_lost") == 1 && promtest.Value(edges[1].registry, "flashsale_ledger_lost") == 1
+	})
+	for _, e := range edges {
+		if v := promtest.Value(e.registry, "flashsale_ledger_lost"); v != 1 {
+			t.Fatalf("flashsale_ledger_lost = %v while the ledger is lost", v)
+		}
+	}
+	// The hurried operator: the item again, with its original stock.
+	if _, _, err := edges[1].engine.PutItem(ctx, engine.Item{ID: "it", Name: "x", PriceCents: 500, Stock: stock, PerUserLimit: 1}); !errors.Is(err, engine.ErrLedgerLost) {
+		t.Fatalf("PUT of the item during the loss: %v, want the ledger lost", err)
+	}
+	waitFor(t, "the rebuild", func() bool {
+		return !edges[0].engine.LedgerLost() && !edges[1].engine.LedgerLost()
+	})
+	if _, _, err := edges[1].engine.PutItem(ctx, engine.Item{ID: "it", Name: "x", PriceCents: 500, Stock: stock, PerUserLimit: 1}); err != nil {
+		t.Fatalf("PUT of the item after the rebuild: %v", err)
+	}
+	// Winners before the loss replay on either node.
+	mu.Lock()
+	var early []*engine.Order
+	for _, o := range first {
+		if len(early) < 50 {
+			early = append(early, o)
+		}
+	}
+	mu.Unlock()
+	for i, o := range early {
+		got, replayed, err := buy(edges[i%2], o.UserID, o.RequestID)
+		if err != nil || !replayed || got.ID != o.ID {
+			t.Fatalf("a winner's retry after the rebuild: %+v replayed %v, %v; won %+v", got, replayed, err, o)
+		}
+	}
+	waitFor(t, "the sale to sell out", func() bool { return sold() >= stock })
+	close(stop)
+	wg.Wait()
+	for _, e := range edges {
+		e.engine.GiveBackAll(ctx)
+	}
+	for u := 0; sold() < stock && u < 10*stock; u++ {
+		purchase(edges[u%2], fmt.Sprint("late", u))
+	}
+	if n := sold(); n != stock {
+		t.Fatalf("%d orders answered 201 for a stock of %d (%d before the loss)", n, stock, before)
+	}
+	c.waitRows(stock)
+	rows, err := c.db.All(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rows {
+		if won[r.ID] == nil {
+			t.Fatalf("row %+v was never answered 201", r)
+		}
+	}
+	if a := c.audit(); a.Claimed != stock || a.Total != stock {
+		t.Fatalf("audit after the sale: %+v", a)
+	}
+	var rebuilds float64
+	for _, e := range edges {
+		rebuilds += promtest.Value(e.registry, "flashsale_ledger_rebuilds_total")
+	}
+	if rebuilds < 1 {
+		t.Fatal("no rebuild counted")
+	}
+	t.Logf("%d sold before the loss, %d purchases answered 503 while it was rebuilt, %d replays", before, lost.Load(), replays.Load())
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !ok(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waited 30 s for %s", what)
+		}
+	}
+}
+
+// A failover to a replica that had not got the last writes: Redis goes back
+// to an earlier state of the same generation (its pools, claims and users
+// as they were before the last sales). The writers find orders whose claims
+// the ledger does not have, store them (their purchases were answered 201)
+// and condemn the ledger; it is rebuilt counting them, and the sale ends at
+// exactly the stock.
+func TestFailoverToALaggingReplica(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	const stock = 50
+	e := c.edge(1, stock)
+	buyN := func(prefix string, n int) int {
+		won := 0
+		for u := 0; u < n; u++ {
+			_, replayed, err := buy(e, fmt.Sprint(prefix, u), "r")
+			switch {
+			case err == nil && !replayed:
+				won++
+			case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLedgerLost):
+			default:
+				t.Fatalf("purchase: %v", err)
+			}
+		}
+		return won
+	}
+	buyN("early", 10)
+	rc := redistest.Client(t)
+	keys, err := rc.Do(ctx, rc.B().Keys().Pattern("{"+c.cfg.Redis.Prefix+":it}*").Build()).AsStrSlice()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("the item's keys: %v %v", keys, err)
+	}
+	// The replica's copy: taken now, before the last sales reach it.
+	snapshot := map[string]string{}
+	for _, k := range keys {
+		v, err := rc.Do(ctx, rc.B().Dump().Key(k).Build()).ToString()
+		if err == nil {
+			snapshot[k] = v
+		}
+	}
+	late := buyN("late", 15) // their records wait in Kafka: no writer runs
+	for _, k := range keys {
+		rc.Do(ctx, rc.B().Del().Key(k).Build())
+		if v, ok := snapshot[k]; ok {
+			if err := rc.Do(ctx, rc.B().Restore().Key(k).Ttl(0).SerializedValue(v).Replace().Build()).Error(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	w := c.writer(0)
+	waitFor(t, "the writer to condemn the ledger and a node to rebuild it", func() bool {
+		return promtest.Value(e.registry, "flashsale_ledger_rebuilds_total") >= 1 && !e.engine.LedgerLost()
+	})
+	if n := promtest.Value(w.registry, "flashsale_writer_orders_of_lost_ledger_total"); n != float64(late) {
+		t.Fatalf("%v orders stored of the lost writes, want %d", n, late)
+	}
+	rest := buyN("rest", 200)
+	e.engine.GiveBackAll(ctx)
+	rest += buyN("last", 200)
+	if total := 10 + late + rest; total != stock {
+		t.Fatalf("%d orders answered 201 for a stock of %d", total, stock)
+	}
+	c.waitRows(stock)
+	if a := c.audit(); a.Claimed != stock {
+		t.Fatalf("audit: %+v", a)
 	}
 }

@@ -60,6 +60,10 @@ type Config struct {
 	Redis             redisledger.Options // Prefix, Timeout; the node sets IdempotencyWindow (the engine's) and TrackClaims
 	NodeTTL           time.Duration       // a silent node counts as dead after this
 	ReconcileInterval time.Duration       // how often dead nodes' leases and claims are settled
+	// AutoRebuild lets the node rebuild the ledger from the orders of
+	// record when Redis lost it (one node at a time); without it, fsctl
+	// rebuild does.
+	AutoRebuild bool
 
 	Kafka  orderlog.Config
 	MySQL  mysqlstore.Options  // the order database: the writers write it, edge nodes read it
@@ -89,6 +93,7 @@ func DefaultConfig() Config {
 		Redis:             redisledger.DefaultOptions(),
 		NodeTTL:           redisledger.DefaultNodeTTL,
 		ReconcileInterval: reconcile.DefaultInterval,
+		AutoRebuild:       true,
 		Kafka:             orderlog.DefaultConfig(),
 		MySQL:             mysqlstore.DefaultOptions(),
 		Writer:            orderwriter.DefaultOptions(),

@@ -75,15 +75,20 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	var cl *clusterPart          // cluster mode
 	if cfg.RedisAddr != "" {
 		// Cluster mode: the stock pool, the claims and the catalogue in
-		// Redis, joined first so that Redis is the last to go at a stop (an
-		// undo that comes late still reaches it); orders through Kafka,
-		// read back from MySQL.
-		if cl, err = e.joinCluster(ctx); err != nil {
+		// Redis, joined before the engine so that Redis goes after it at a
+		// stop (an undo that comes late still reaches it); orders through
+		// Kafka, read back from MySQL, which also keeps the item
+		// definitions and the ledger's generation of record.
+		db, err := e.openRecord(ctx)
+		if err != nil {
 			return nil, err
 		}
-		opts.NodeID, opts.Ledger, opts.Catalog = cl.reg.ID, cl.guarded, cl.catalog
+		if cl, err = e.joinCluster(ctx, db); err != nil {
+			return nil, err
+		}
+		opts.NodeID, opts.Ledger, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, cl.guarded, cl.catalog, cl.look
 		checks = append(checks, cl.checks...)
-		p, db, err := e.openKafka(ctx)
+		p, err := e.openKafka(ctx, cl)
 		if err != nil {
 			return nil, err
 		}
@@ -119,6 +124,9 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	slog.Info("engine rebuilt", "items", len(snap.Items), "holdings", len(snap.Holdings),
 		"replayable_requests", len(snap.Replays), "took", time.Since(begin))
 	if cl != nil {
+		if cl.lostAtStart {
+			eng.SetLedgerLost() // the guard says why, and rebuilds
+		}
 		e.steps.push("stock leases (given back to the pool)", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 			defer cancel()
@@ -128,6 +136,7 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		if err := e.reconcile(cl); err != nil {
 			return nil, err
 		}
+		checks = append(checks, server.Check{Name: "ledger", Check: cl.guard.Ready})
 	}
 	if e.server, err = server.New(cfg.Server, eng, reader, checks, e.registry); err != nil {
 		return nil, fmt.Errorf("cannot build the HTTP server: %w", err)
@@ -173,26 +182,35 @@ func (e *Edge) Stop() {
 	})
 }
 
-// openKafka is the order sink of cluster mode: the topics
-// checked (created when missing), the order database for reads, and an
-// acks=all producer.
-func (e *Edge) openKafka(ctx context.Context) (*kafkasink.Producer, *mysqlstore.Store, error) {
+// openRecord opens the order database of cluster mode: an edge node reads
+// orders from it, writes the item definitions through it and keeps the
+// ledger's generation of record there.
+func (e *Edge) openRecord(ctx context.Context) (*mysqlstore.Store, error) {
+	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
+	defer cancel()
+	mo := e.cfg.MySQL
+	mo.Workers = edgeReadWorkers
+	db, err := mysqlstore.Open(ctx, mo)
+	if err != nil {
+		return nil, fmt.Errorf("cannot open the order database (-mysql): %w", err)
+	}
+	e.steps.push("order database", db.Close)
+	return db, nil
+}
+
+// openKafka is the order sink of cluster mode: the topics checked (created
+// when missing) and an acks=all producer, whose records carry the ledger's
+// generation and whose failures are recorded aborted.
+func (e *Edge) openKafka(ctx context.Context, cl *clusterPart) (*kafkasink.Producer, error) {
 	cfg := e.cfg
 	ctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := orderlog.EnsureTopics(ctx, cfg.Kafka); err != nil {
-		return nil, nil, fmt.Errorf("cannot reach Kafka (-kafka) or create the topics: %w", err)
+		return nil, fmt.Errorf("cannot reach Kafka (-kafka) or create the topics: %w", err)
 	}
-	mo := cfg.MySQL
-	mo.Workers = edgeReadWorkers
-	db, err := mysqlstore.Open(ctx, mo)
+	p, err := kafkasink.NewProducer(cfg.Kafka, kafkasink.Options{Generation: cl.ledger.Generation, Tombstones: cl.db})
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot open the order database (-mysql): %w", err)
-	}
-	e.steps.push("order database", db.Close)
-	p, err := kafkasink.NewProducer(cfg.Kafka)
-	if err != nil {
-		return nil, nil, fmt.Errorf("cannot start the Kafka producer: %w", err)
+		return nil, fmt.Errorf("cannot start the Kafka producer: %w", err)
 	}
 	e.steps.push("kafka producer", func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
@@ -203,7 +221,7 @@ func (e *Edge) openKafka(ctx context.Context) (*kafkasink.Producer, *mysqlstore.
 	k := cfg.Kafka.WithDefaults()
 	slog.Info("orders go through Kafka into MySQL", "brokers", k.Brokers, "topic", k.Topic, "acks", k.Acks,
 		"idempotent", k.Idempotent, "linger", k.Linger, "produce_timeout", k.Timeout)
-	return p, db, nil
+	return p, nil
 }
 
 // clusterPart is what an edge node holds of the cluster.
@@ -211,17 +229,34 @@ type clusterPart struct {
 	reg     *redisledger.Registration
 	ledger  *redisledger.Ledger // this node's instance
 	guarded *circuit.Ledger     // the engine's: ledger behind the Redis breaker
-	catalog *redisledger.Catalog
+	catalog recordedCatalog
+	db      *mysqlstore.Store // the order database: reads, and what is of record
 	checks  []server.Check
+	// lostAtStart: Redis's ledger is not the ledger of record (it lost its
+	// data while no node ran, or was never rebuilt): nothing is sold until
+	// it is.
+	lostAtStart bool
+	guard       *reconcile.Guard
 
 	loops context.Context // the heartbeat's, the feed's and the reconcilers', ended at the stop
 	gap   *reconcile.Gap
 	feed  *redisledger.Feed
 	acked *kafkasink.Acked // the orders acknowledged on every node
+	kick  chan struct{}    // the guard looks now
 }
 
-// joinCluster connects to Redis and registers the node.
-func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
+// look asks the guard to compare generations now.
+func (cl *clusterPart) look() {
+	select {
+	case cl.kick <- struct{}{}:
+	default:
+	}
+}
+
+// joinCluster connects to Redis, checks its ledger against the generation
+// of record (a new cluster's first node starts one), and registers the
+// node.
+func (e *Edge) joinCluster(ctx context.Context, db *mysqlstore.Store) (*clusterPart, error) {
 	cfg := e.cfg
 	// Client-side caching stays on: the catalogue is read through it.
 	rc, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{cfg.RedisAddr}, ConnWriteTimeout: cfg.Redis.Timeout})
@@ -229,10 +264,30 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 		return nil, fmt.Errorf("cannot connect to Redis (-redis): %w", err)
 	}
 	e.steps.push("redis client", func() error { rc.Close(); return nil })
-	base := redisledger.New(rc, 0, cfg.ledgerOptions())
 	rctx, cancel := context.WithTimeout(ctx, stopTimeout)
+	defer cancel()
+	proposed := reconcile.NewGeneration()
+	rec, err := db.StartGeneration(rctx, proposed)
+	if err != nil {
+		return nil, err
+	}
+	lo := cfg.ledgerOptions()
+	lo.Generation = rec
+	base := redisledger.New(rc, 0, lo)
+	var cur string
+	if rec == proposed { // a new cluster: Redis starts it, unless it holds items (a ledger without its record)
+		cur, err = base.StartGeneration(rctx, rec)
+	} else {
+		cur, err = base.CurrentGeneration(rctx)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the ledger's generation in Redis: %w", err)
+	}
+	if cur != rec {
+		slog.Error("the ledger in Redis is not the ledger of record: this node sells nothing until it is rebuilt",
+			"redis_generation", cur, "record_generation", rec)
+	}
 	reg, err := base.Register(rctx, cfg.Engine.NodeID, cfg.NodeTTL)
-	cancel()
 	if err != nil {
 		return nil, fmt.Errorf("cannot register this node in Redis: %w", err)
 	}
@@ -241,8 +296,9 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 		defer cancel()
 		return reg.Release(ctx)
 	})
-	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), catalog: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL),
-		feed: redisledger.NewFeed(rc, cfg.Redis.Prefix)}
+	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), db: db, lostAtStart: cur != rec, kick: make(chan struct{}, 1),
+		catalog: recordedCatalog{record: db, shared: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL)},
+		feed:    redisledger.NewFeed(rc, cfg.Redis.Prefix)}
 	// The heartbeat and the reconcilers start once the engine is rebuilt,
 	// and stop after it: the node stays registered while it gives its
 	// leases back.
@@ -267,7 +323,8 @@ func (e *Edge) joinCluster(ctx context.Context) (*clusterPart, error) {
 
 // snapshot reads what the engine is rebuilt from: standalone, the store
 // (items, holdings, the request ids of the window); in cluster mode, the
-// shared catalogue (stock, holdings and request ids are the ledger's).
+// catalogue of record and Redis's (stock, holdings and request ids are the
+// ledger's).
 func (e *Edge) snapshot(ctx context.Context, store *sqlitestore.Store, cl *clusterPart) (engine.Snapshot, error) {
 	if store != nil {
 		snap, err := store.Load(ctx, e.cfg.Engine.IdempotencyWindow, time.Now())
@@ -276,9 +333,9 @@ func (e *Edge) snapshot(ctx context.Context, store *sqlitestore.Store, cl *clust
 		}
 		return snap, nil
 	}
-	items, err := cl.catalog.Items(ctx)
+	items, err := cl.catalog.all(ctx)
 	if err != nil {
-		return engine.Snapshot{}, fmt.Errorf("cannot read the item catalogue from Redis: %w", err)
+		return engine.Snapshot{}, fmt.Errorf("cannot read the item catalogue: %w", err)
 	}
 	var snap engine.Snapshot
 	for _, it := range items {
@@ -302,7 +359,7 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	monitor := reconcile.NewMonitor(cl.ledger, itemIDs)
 	e.registry.MustRegister(monitor.Collectors()...)
 	go monitor.Run(cl.loops, e.cfg.ReconcileInterval)
-	e.lost = cl.reg.Keep(cl.loops)
+	e.lost = cl.reg.Keep(cl.loops, e.rejoin(cl))
 	gap, err := reconcile.NewGap(reconcile.GapOptions{Kafka: e.cfg.Kafka, Ledger: cl.ledger})
 	if err != nil {
 		return fmt.Errorf("cannot start the claim reconciler: %w", err)
@@ -310,8 +367,61 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	cl.gap = gap
 	e.registry.MustRegister(gap.Collectors()...)
 	go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)
+	e.guard(cl)
 	return nil
 }
+
+// guard watches that Redis holds the ledger of record: while it does not,
+// the engine sells nothing, and (with AutoRebuild) one node rebuilds it
+// from the orders of record; then every node sells from the rebuilt ledger,
+// having dropped the units it leased from the lost one.
+func (e *Edge) guard(cl *clusterPart) {
+	eng := e.engine
+	var rebuild func(ctx context.Context) error
+	if e.cfg.AutoRebuild {
+		rebuild = func(ctx context.Context) error {
+			_, err := reconcile.Rebuild(ctx, reconcile.RebuildOptions{Ledger: cl.ledger, Record: cl.db,
+				Catalog: cl.catalog.shared, Kafka: e.cfg.Kafka, Window: e.cfg.Engine.IdempotencyWindow})
+			return err
+		}
+	}
+	cl.guard = reconcile.NewGuard(reconcile.GuardOptions{Redis: cl.ledger, Record: cl.db,
+		Lost:       func(string) { eng.SetLedgerLost() },
+		EngineLost: eng.LedgerLost,
+		Rebuilt:    func(string) { eng.Rebuilt(); cl.feed.Resync() },
+		Rebuild:    rebuild})
+	e.registry.MustRegister(cl.guard.Collectors()...)
+	go cl.guard.Run(cl.loops, guardInterval, cl.kick)
+}
+
+// rejoin says whether a node whose registration is gone may take it again:
+// only when Redis lost the ledger too (its generation is not the one the
+// node sells from). Its leases are then void: the node sells nothing until
+// the ledger is rebuilt, and drops its leased units then. A registration
+// that expired in a sound ledger (the node was cut off from Redis) may have
+// had its leases given back to the pool by others: the node must stop.
+func (e *Edge) rejoin(cl *clusterPart) func(context.Context) bool {
+	return func(ctx context.Context) bool {
+		cur, err := cl.ledger.CurrentGeneration(ctx)
+		if err != nil || cur == cl.ledger.Generation() {
+			return false
+		}
+		e.engine.SetLedgerLost()
+		cl.look()
+		if err := cl.reg.Rejoin(ctx); err != nil {
+			slog.Error("cannot register this node again after Redis lost the ledger", "err", err)
+			return false
+		}
+		slog.Warn("Redis lost this node's registration with the ledger; registered again, selling nothing until the ledger is rebuilt",
+			"node", cl.reg.ID)
+		return true
+	}
+}
+
+// guardInterval is how often a node compares the ledger's generation with
+// the generation of record; the feed's generation events and a script
+// that finds a pool gone make it look at once.
+const guardInterval = time.Second
 
 // ledgerOptions are the Redis ledger's: the engine's idempotency window,
 // and claims tracked (orders go through Kafka).

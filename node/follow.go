@@ -8,7 +8,8 @@ import (
 // learns every winner, released claim, pool and item change at once, and
 // the readers every acknowledged order.
 func (e *Edge) startFeed(cl *clusterPart) {
-	f := &redisledger.Follower{Engine: e.engine, Ledger: cl.ledger, Catalog: cl.catalog, OnAcked: cl.acked.Add}
+	f := &redisledger.Follower{Engine: e.engine, Ledger: cl.ledger, Catalog: cl.catalog.shared, OnAcked: cl.acked.Add,
+		OnGeneration: func(string) { cl.look() }}
 	e.registry.MustRegister(cl.feed.Collectors()...)
 	go cl.feed.Run(cl.loops, f, e.engine.SetFeedUp)
 }

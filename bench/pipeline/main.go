@@ -114,7 +114,7 @@ func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, wr
 		}
 	}()
 	ledger := redisledger.New(rc, 1, redisledger.Options{Prefix: cfg.Redis.Prefix, TrackClaims: true, Timeout: 5 * time.Second})
-	check(ledger.PutItem(ctx, "it", int64(n)))
+	check(ledger.PutItem(ctx, "it", int64(n), false))
 	_, _, err = ledger.Lease(ctx, "it", int64(n))
 	check(err)
 
@@ -143,7 +143,7 @@ func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, wr
 	progress, err := orderlog.NewProgress(cfg.Kafka)
 	check(err)
 	defer progress.Close()
-	p, err := kafkasink.NewProducer(cfg.Kafka)
+	p, err := kafkasink.NewProducer(cfg.Kafka, kafkasink.Options{})
 	check(err)
 	defer p.Close(ctx)
 

@@ -124,6 +124,8 @@ type Ledger struct {
 	items map[string]*pool
 
 	down       error
+	loseLease  bool  // the next lease is granted and its answer lost
+	lost       int64 // units granted by leases whose answers were lost
 	claimErr   error
 	first      *engine.Order
 	unclaimErr error
@@ -162,7 +164,7 @@ func (l *Ledger) enter() error {
 	return l.down
 }
 
-func (l *Ledger) PutItem(_ context.Context, item string, total int64) error {
+func (l *Ledger) PutItem(_ context.Context, item string, total int64, _ bool) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err := l.enter(); err != nil {
@@ -188,8 +190,18 @@ func (l *Ledger) Lease(_ context.Context, item string, want int64) (int64, int64
 	g := min(want, p.remaining)
 	p.remaining -= g
 	p.leased += g
+	if l.loseLease {
+		l.loseLease = false
+		l.lost += g
+		return 0, 0, errors.New("enginetest: the lease's answer was lost")
+	}
 	return g, p.remaining, nil
 }
+
+// LoseNextLeaseAnswer makes the next lease grant its units and answer an
+// error, as when Redis fails after running the script: the units are leased
+// to a node that never got them, until it trims its lease (Trim).
+func (l *Ledger) LoseNextLeaseAnswer() { l.mu.Lock(); l.loseLease = true; l.mu.Unlock() }
 
 func (l *Ledger) GiveBack(_ context.Context, item string, n int64) error {
 	l.mu.Lock()
@@ -201,6 +213,22 @@ func (l *Ledger) GiveBack(_ context.Context, item string, n int64) error {
 	p.leased -= n
 	p.remaining += n
 	return nil
+}
+
+func (l *Ledger) Trim(_ context.Context, item string, keep int64) (int64, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err := l.enter(); err != nil {
+		return 0, err
+	}
+	// The kit counts the leases of every engine on it together: only what
+	// lost leases granted is known to be beyond what the nodes hold.
+	p := l.pool(item)
+	n := min(l.lost, max(p.leased-keep, 0))
+	l.lost -= n
+	p.leased -= n
+	p.remaining += n
+	return n, nil
 }
 
 func (l *Ledger) Remaining(_ context.Context, item string) (int64, error) {

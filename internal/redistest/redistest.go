@@ -44,14 +44,21 @@ func Client(t testing.TB) rueidis.Client {
 // test ends.
 func Prefix(t testing.TB, c rueidis.Client) string {
 	p := fmt.Sprintf("fstest-%d", rand.Uint64())
-	t.Cleanup(func() {
-		ctx := context.Background()
-		for _, pattern := range []string{"{" + p + ":*", p + ":*"} {
-			keys, _ := c.Do(ctx, c.B().Keys().Pattern(pattern).Build()).AsStrSlice()
-			for _, k := range keys {
-				c.Do(ctx, c.B().Del().Key(k).Build())
-			}
-		}
-	})
+	t.Cleanup(func() { Flush(c, p) })
 	return p
+}
+
+// Flush deletes every key under prefix at once (one DEL): what a FLUSHALL
+// does to a cluster, without touching the keys of the tests running beside
+// it.
+func Flush(c rueidis.Client, prefix string) {
+	ctx := context.Background()
+	var keys []string
+	for _, pattern := range []string{"{" + prefix + ":*", prefix + ":*"} {
+		k, _ := c.Do(ctx, c.B().Keys().Pattern(pattern).Build()).AsStrSlice()
+		keys = append(keys, k...)
+	}
+	if len(keys) > 0 {
+		c.Do(ctx, c.B().Del().Key(keys...).Build())
+	}
 }

@@ -33,12 +33,26 @@ type Producer struct {
 
 	seconds prometheus.Histogram
 	errors  prometheus.Counter
+	o       Options
 }
 
 var _ engine.OrderSink = (*Producer)(nil)
 
+// Options are what a producer is told besides Kafka's settings.
+type Options struct {
+	// Generation, when set, is the generation of the ledger the claims are
+	// made in, carried in each record (orderlog.GenerationHeader).
+	Generation func() string
+	// Tombstones, when set, records the orders whose produce failed: the
+	// purchase is answered 503, and a record of it that lands later must
+	// not be stored even if the ledger's own tombstone was lost.
+	Tombstones interface {
+		Abort(ctx context.Context, id uint64) error
+	}
+}
+
 // NewProducer connects a producer; it does not wait for the brokers.
-func NewProducer(c orderlog.Config) (*Producer, error) {
+func NewProducer(c orderlog.Config, o Options) (*Producer, error) {
 	c = c.WithDefaults()
 	if err := c.Validate(); err != nil {
 		return nil, err
@@ -47,7 +61,7 @@ func NewProducer(c orderlog.Config) (*Producer, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kafkasink: %w", err)
 	}
-	return &Producer{cl: cl, topic: c.Topic, timeout: c.Timeout, acked: NewAcked(0),
+	return &Producer{cl: cl, topic: c.Topic, timeout: c.Timeout, acked: NewAcked(0), o: o,
 		seconds: prometheus.NewHistogram(prometheus.HistogramOpts{Name: "flashsale_kafka_produce_seconds",
 			Help:    "Time from a winner's produce to the brokers' acknowledgement (or failure).",
 			Buckets: prometheus.ExponentialBuckets(0.0001, 2, 16)}), // 0.1 ms .. 3.3 s
@@ -75,6 +89,9 @@ func (p *Producer) Append(_ context.Context, o *engine.Order) error {
 	if o.RequestID != "" {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "request_id", Value: []byte(o.RequestID)})
 	}
+	if p.o.Generation != nil {
+		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: orderlog.GenerationHeader, Value: []byte(p.o.Generation())})
+	}
 	start := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
@@ -90,6 +107,13 @@ func (p *Producer) Append(_ context.Context, o *engine.Order) error {
 	p.seconds.Observe(time.Since(start).Seconds())
 	if err != nil {
 		p.errors.Inc()
+		if p.o.Tombstones != nil {
+			tctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+			if terr := p.o.Tombstones.Abort(tctx, o.ID); terr != nil {
+				err = errors.Join(err, terr)
+			}
+			cancel()
+		}
 		return fmt.Errorf("kafkasink: cannot produce order %d: %w", o.ID, err)
 	}
 	p.acked.Add(o)

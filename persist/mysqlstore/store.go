@@ -172,6 +172,11 @@ func (s *Store) migrate(ctx context.Context) error {
 	if have != want {
 		return fmt.Errorf("mysqlstore: the database holds %s order tables, configured %s: keep %s (resharding is not supported)", have, want, have)
 	}
+	for _, ddl := range durableTables {
+		if _, err := s.db.ExecContext(ctx, ddl); err != nil {
+			return fmt.Errorf("mysqlstore: cannot migrate: %w", err)
+		}
+	}
 	for i := 0; i < s.tables; i++ {
 		_, err := s.db.ExecContext(ctx, `CREATE TABLE IF NOT EXISTS `+tableName(i)+` (
 			order_id    BIGINT UNSIGNED NOT NULL PRIMARY KEY,

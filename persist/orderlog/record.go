@@ -18,6 +18,11 @@ import (
 	"github.com/flashsale/flashsale/engine"
 )
 
+// GenerationHeader is the record header that carries the generation of the
+// ledger its claim was made in (see package ledger): a writer that cannot
+// find the claim knows whether that ledger was lost.
+const GenerationHeader = "ledger_generation"
+
 // record is an order on the wire: JSON, one object per Kafka record, keyed
 // by user id so that one user's orders stay in order in one partition.
 type record struct {

@@ -24,9 +24,12 @@ import (
 )
 
 // Store writes orders idempotently: writing an order twice stores it once
-// (persist/mysqlstore's multi-row INSERT IGNORE).
+// (persist/mysqlstore's multi-row INSERT IGNORE). Settled says which
+// orders' purchases were answered 503 (tombstones of record) and which are
+// stored already.
 type Store interface {
 	Write(ctx context.Context, orders []*engine.Order) error
+	Settled(ctx context.Context, orders []*engine.Order) (aborted, stored map[uint64]bool, err error)
 }
 
 // Options configures a Writer. Zero fields take the defaults.
@@ -91,6 +94,7 @@ type Writer struct {
 	stored     prometheus.Counter
 	deadLetter *prometheus.CounterVec
 	retries    prometheus.Counter
+	lostLedger prometheus.Counter
 	lag        *prometheus.GaugeVec
 }
 
@@ -115,6 +119,8 @@ func New(o Options) (*Writer, error) {
 			Help: "Records sent to the dead-letter topic, by reason."}, []string{"reason"}),
 		retries: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_writer_retries_total",
 			Help: "Batches retried after Redis, MySQL or Kafka failed."}),
+		lostLedger: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_writer_orders_of_lost_ledger_total",
+			Help: "Orders stored whose claim was in a ledger Redis lost: counted by the rebuild."}),
 		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flashsale_writer_lag_records",
 			Help: "Records behind the end of each partition this writer consumes, as of its last poll."}, []string{"partition"}),
 	}
@@ -222,13 +228,27 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err != nil {
 		return err
 	}
+	unknown, err := w.unknownClaims(ctx, orders, from, verdicts)
+	if err != nil {
+		return err
+	}
 	keep := orders[:0]
 	for i, v := range verdicts {
-		if v == ledger.Store {
+		reason, detail := v.String(), refusals[v]
+		switch {
+		case v == ledger.Store:
 			keep = append(keep, orders[i])
 			continue
+		case v == ledger.Unknown && unknown[i] == "":
+			keep = append(keep, orders[i]) // of a lost ledger: an order of record
+			w.lostLedger.Inc()
+			continue
+		case v == ledger.Unknown && unknown[i] == "-":
+			continue
+		case v == ledger.Unknown:
+			reason, detail = unknown[i], unknownReasons[unknown[i]]
 		}
-		dead = append(dead, deadLetter(w.o.Kafka.DLQTopic, from[i], v.String(), refusals[v]))
+		dead = append(dead, deadLetter(w.o.Kafka.DLQTopic, from[i], reason, detail))
 	}
 	if err := w.o.Store.Write(ctx, keep); err != nil {
 		return err
@@ -243,6 +263,91 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 	}
 	return nil
+}
+
+// unknownClaims decides the records whose claim the ledger does not have:
+// by index, "" to store it, "-" to drop it (stored already: a redelivery
+// after its claim was forgotten), else the reason to refuse it.
+//
+// Every record a node's producer writes carries the generation of its claim
+// (a record without one, in a sound ledger, is refused: no node wrote it),
+// and a claim is forgotten only once no record of it can arrive. So a
+// missing claim was in a ledger that lost it (Redis restarted empty or was flushed;
+// a failover to a replica that had not got it; the ledger rebuilt): the
+// record is an order of record, stored, unless its purchase was answered
+// 503 (a tombstone of record). When the ledger says it is sound, it is not:
+// the writer condemns it (the nodes stop selling and rebuild it, counting
+// this order). The one record refused is one whose claim was in a ledger
+// rebuilt before it arrived: the rebuild did not count it (a rebuild waits
+// long enough for that never to happen).
+func (w *Writer) unknownClaims(ctx context.Context, orders []*engine.Order, from []*kgo.Record, verdicts []ledger.Verdict) (map[int]string, error) {
+	var missing []*engine.Order
+	for i, v := range verdicts {
+		if v == ledger.Unknown {
+			missing = append(missing, orders[i])
+		}
+	}
+	out := map[int]string{}
+	if len(missing) == 0 {
+		return out, nil
+	}
+	cur, err := w.o.Claims.CurrentGeneration(ctx)
+	if err != nil {
+		return nil, err
+	}
+	aborted, stored, err := w.o.Store.Settled(ctx, missing)
+	if err != nil {
+		return nil, err
+	}
+	sound := cur != "" && !ledger.IsRebuilding(cur) && !ledger.IsCondemned(cur)
+	condemn := false
+	for i, v := range verdicts {
+		if v != ledger.Unknown {
+			continue
+		}
+		id := orders[i].ID
+		gen := header(from[i], orderlog.GenerationHeader)
+		switch {
+		case stored[id]:
+			out[i] = "-"
+		case aborted[id]:
+			out[i] = ledger.Refuse.String()
+		case sound && gen == "":
+			out[i] = ledger.Unknown.String() // no producer of a node wrote it
+		case sound && gen != cur:
+			out[i] = staleGeneration
+			slog.Error("an order arrived after the ledger its claim was in was rebuilt: refused, though its purchase was answered 201",
+				"order", id, "generation", gen, "current", cur)
+		default:
+			out[i] = ""
+			condemn = condemn || sound
+		}
+	}
+	if condemn {
+		slog.Error("orders whose claims the ledger does not have: it lost writes (a failover to a replica that had not got them?); condemning it, to be rebuilt",
+			"generation", cur)
+		if err := w.o.Claims.Condemn(ctx, cur); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+const staleGeneration = "stale_generation"
+
+var unknownReasons = map[string]string{
+	ledger.Unknown.String(): "no claim of this order in the ledger, and no generation: no node's producer wrote it",
+	ledger.Refuse.String():  "the purchase of this order was answered 503 (a tombstone of record): storing it would oversell",
+	staleGeneration:         "the claim of this order was in a ledger that was rebuilt before the order arrived: it was not counted",
+}
+
+func header(r *kgo.Record, key string) string {
+	for _, h := range r.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
 
 // refusals explain, in a dead letter, why a claim refused its order.
@@ -263,5 +368,5 @@ func deadLetter(topic string, r *kgo.Record, reason, detail string) *kgo.Record 
 
 // Collectors are the writer's metrics, to register.
 func (w *Writer) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{w.batch, w.batchSecs, w.stored, w.deadLetter, w.retries, w.lag}
+	return []prometheus.Collector{w.batch, w.batchSecs, w.stored, w.deadLetter, w.retries, w.lostLedger, w.lag}
 }

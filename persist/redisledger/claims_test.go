@@ -19,7 +19,7 @@ func TestTrackedClaims(t *testing.T) {
 	p := prefix(t, c)
 	ctx := context.Background()
 	l := New(c, 1, Options{Prefix: p, TrackClaims: true})
-	if err := l.PutItem(ctx, "it", 10); err != nil {
+	if err := l.PutItem(ctx, "it", 10, false); err != nil {
 		t.Fatal(err)
 	}
 	if g, _, err := l.Lease(ctx, "it", 10); err != nil || g != 10 {

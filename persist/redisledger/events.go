@@ -30,6 +30,7 @@ import (
 //	k|item|id|created ms|q|price|user|request id           an order acknowledged
 //	p|item|remaining                                       the pool changed
 //	i|item                                                 the item's definition changed
+//	g|generation                                           the ledger's generation changed
 //	m|token                                                a barrier (Feed.Barrier)
 //
 // claimed is the item's claimed units after the event: a node that has seen
@@ -126,6 +127,9 @@ type Listener interface {
 	Pool(item string, remaining int64)
 	// Item: the item's definition changed.
 	Item(item string)
+	// Generation: the ledger's generation changed ("rebuilding:..." while
+	// it is rebuilt).
+	Generation(gen string)
 }
 
 // Feed follows the events channel of a cluster for one node.
@@ -136,6 +140,7 @@ type Feed struct {
 
 	mu       sync.Mutex
 	barriers map[string]chan struct{}
+	again    chan struct{} // Resync asked
 
 	events, resyncs, drops atomic.Int64
 }
@@ -149,7 +154,17 @@ func NewFeed(c rueidis.Client, prefix string) *Feed {
 	if prefix == "" {
 		prefix = DefaultPrefix
 	}
-	return &Feed{c: c, channel: eventsChannel(prefix), barriers: map[string]chan struct{}{}}
+	return &Feed{c: c, channel: eventsChannel(prefix), barriers: map[string]chan struct{}{}, again: make(chan struct{}, 1)}
+}
+
+// Resync asks the feed to resynchronise (as after a break) as soon as it
+// can: after the ledger was rebuilt, what the listener learnt of the lost
+// one is void.
+func (f *Feed) Resync() {
+	select {
+	case f.again <- struct{}{}:
+	default:
+	}
 }
 
 // Up reports whether the feed is subscribed and resynchronised: what the
@@ -232,6 +247,10 @@ func (f *Feed) follow(ctx context.Context, lst Listener, set func(bool)) error {
 			if err := resync(); err != nil {
 				return err
 			}
+		case <-f.again:
+			if err := resync(); err != nil {
+				return err
+			}
 		case m := <-msgs:
 			if dropped.Swap(false) {
 				f.drops.Add(1)
@@ -291,6 +310,8 @@ func (f *Feed) handle(m string, lst Listener) error {
 		lst.Pool(item, n)
 	case "i":
 		lst.Item(rest)
+	case "g":
+		lst.Generation(rest)
 	case "m":
 		f.mu.Lock()
 		if ch := f.barriers[rest]; ch != nil {

@@ -43,6 +43,7 @@ func (r *recorder) Acked(o *engine.Order) {
 }
 func (r *recorder) Pool(item string, n int64) { r.add("pool %s %d", item, n) }
 func (r *recorder) Item(item string)          { r.add("item %s", item) }
+func (r *recorder) Generation(g string)       { r.add("generation %s", g) }
 func (r *recorder) seen() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -82,7 +83,7 @@ func TestFeedTellsEveryChangeInOrder(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must(l.PutItem(ctx, "it", 3))
+	must(l.PutItem(ctx, "it", 3, false))
 	_, _, err := l.Lease(ctx, "it", 3)
 	must(err)
 	won, lost := enginetest.Order(1, "u1", "r|1"), enginetest.Order(2, "u2", "")
@@ -130,7 +131,7 @@ func TestFeedTellsEveryChangeInOrder(t *testing.T) {
 	if first, err := l.Refuse(ctx, "it", "u9", "twin"); err != nil || first != nil {
 		t.Fatalf("refusing an unknown request id: %+v %v", first, err)
 	}
-	must(l.PutItem(ctx, "it", 4))
+	must(l.PutItem(ctx, "it", 4, false))
 	_, _, err = l.Lease(ctx, "it", 1)
 	must(err)
 	if _, err := l.Claim(ctx, enginetest.Order(9, "u9", "twin"), 1); !errors.Is(err, engine.ErrSoldOut) {

@@ -16,15 +16,31 @@ type Follower struct {
 	Ledger  *Ledger
 	Catalog *Catalog
 	OnAcked func(*engine.Order) // optional
+	// OnGeneration, when set, is told that the ledger's generation changed.
+	OnGeneration func(gen string)
 }
 
 var _ Listener = (*Follower)(nil)
 
 // Resync reads what the events would have said: the catalogue, and for
 // every item its pool, its claimed units and the request ids that won.
+// A ledger that is not the one this node sells from (Redis lost its data,
+// or it was rebuilt) teaches nothing: OnGeneration is told, and the node
+// keeps what it knew until it sells from the rebuilt ledger (and
+// resynchronises again).
 func (f *Follower) Resync(ctx context.Context) error {
 	if err := f.Engine.SyncCatalog(); err != nil {
 		return err
+	}
+	if f.Ledger.Generation() != "" {
+		gen, err := f.Ledger.CurrentGeneration(ctx)
+		if err != nil {
+			return err
+		}
+		if gen != f.Ledger.Generation() {
+			f.Generation(gen)
+			return nil
+		}
 	}
 	for _, v := range f.Engine.Items() {
 		winners, claimed, err := f.Ledger.Winners(ctx, v.ID)
@@ -74,5 +90,12 @@ func (f *Follower) Item(item string) {
 	}
 	if ok {
 		f.Engine.Follow(it)
+	}
+}
+
+// Generation tells OnGeneration (the node's guard, which decides).
+func (f *Follower) Generation(gen string) {
+	if f.OnGeneration != nil {
+		f.OnGeneration(gen)
 	}
 }

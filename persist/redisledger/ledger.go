@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/rueidis"
@@ -47,6 +48,10 @@ type Options struct {
 	// TrackClaims records each claim by order id until a writer stores its
 	// order (orders through Kafka): see claims.go.
 	TrackClaims bool
+	// Generation is the ledger's generation this node sells from
+	// (generation.go): pools of another generation, or none where one
+	// should be, answer engine.ErrLedgerLost. Empty checks nothing.
+	Generation string
 }
 
 // The ledger's state for one item lives in keys that share the hash tag
@@ -98,7 +103,8 @@ type Ledger struct {
 	prefix  string
 	window  time.Duration
 	timeout time.Duration
-	track   string // "1" when claims are tracked, else "0"
+	track   string                  // "1" when claims are tracked, else "0"
+	gen     *atomic.Pointer[string] // shared by the node's copies (ForInstance)
 }
 
 // bound gives a call its timeout.
@@ -108,7 +114,6 @@ func (l *Ledger) bound(ctx context.Context) (context.Context, context.CancelFunc
 
 // Errors of the ledger.
 var (
-	ErrNotLeased = errors.New("redisledger: node claims units it does not hold (BUG)")
 	// ErrClaimSettled: the claim to undo was already undone (by the
 	// reconciler, which gave its units to the pool): the node must not put
 	// them back into its shards.
@@ -130,7 +135,10 @@ func New(c rueidis.Client, node int, o Options) *Ledger {
 	if o.TrackClaims {
 		track = "1"
 	}
-	return &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout, track: track}
+	l := &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout, track: track,
+		gen: new(atomic.Pointer[string])}
+	l.gen.Store(&o.Generation)
+	return l
 }
 
 // keys of an item; they share the hash tag {prefix:item}.
@@ -158,10 +166,16 @@ func (k keys) requestOf(o *engine.Order) (key, has string) {
 
 // putItem sets the total of an item, creating it; lowering the total
 // takes from the unleased pool only.
-// KEYS: stock. ARGV: total, events channel, item. Returns remaining, or -1
-// when the pool cannot give up enough units (stock below what is leased or
-// claimed). Publishes the pool event.
+// KEYS: stock. ARGV: total, events channel, item, generation, exists (1:
+// the pool must be there already). Returns remaining, -1 when the pool
+// cannot give up enough units (stock below what is leased or claimed), -2
+// when the pool is gone or of another generation. Publishes the pool event.
 var putItem = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  if ARGV[4] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[4] then return -2 end
+elseif ARGV[5] == '1' then
+  return -2
+end
 local total = tonumber(ARGV[1])
 local old = tonumber(redis.call('HGET', KEYS[1], 'total') or '0')
 local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
@@ -169,24 +183,37 @@ local delta = total - old
 if remaining + delta < 0 then return -1 end
 redis.call('HSET', KEYS[1], 'total', total, 'remaining', remaining + delta)
 redis.call('HSETNX', KEYS[1], 'claimed', 0)
+if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'gen', ARGV[4]) end
 redis.call('PUBLISH', ARGV[2], 'p|' .. ARGV[3] .. '|' .. (remaining + delta))
 return remaining + delta
 `)
 
-// PutItem sets an item's total stock (creating it). Lowering it below what
-// is leased or claimed fails with engine.ErrStockBelowSold.
-func (l *Ledger) PutItem(ctx context.Context, item string, total int64) error {
+// PutItem sets an item's total stock, creating its pool when the item is
+// new (exists false). Lowering it below what is leased or claimed fails
+// with engine.ErrStockBelowSold; a pool gone, or of another generation,
+// with engine.ErrLedgerLost.
+func (l *Ledger) PutItem(ctx context.Context, item string, total int64, exists bool) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10), l.channel(), item}).AsInt64()
-	if err != nil {
+	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10), l.channel(), item,
+		l.Generation(), flag(exists)}).AsInt64()
+	switch {
+	case err != nil:
 		return fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
-	}
-	if n < 0 {
+	case n == -2:
+		return engine.ErrLedgerLost
+	case n < 0:
 		return engine.ErrStockBelowSold
 	}
 	return nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
 }
 
 // Remaining is what the pool of item has left.
@@ -201,9 +228,13 @@ func (l *Ledger) Remaining(ctx context.Context, item string) (int64, error) {
 }
 
 // lease moves up to want units from the pool to a node.
-// KEYS: stock, leases. ARGV: node, want, events channel, item. Returns
-// {granted, remaining}; publishes the pool event when it granted any.
+// KEYS: stock, leases. ARGV: node, want, events channel, item, generation.
+// Returns {granted, remaining}, or {-1, -1} when the pool is gone or of
+// another generation; publishes the pool event when it granted any.
 var lease = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 or ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[5] then
+  return {-1, -1}
+end
 local want = tonumber(ARGV[2])
 local remaining = tonumber(redis.call('HGET', KEYS[1], 'remaining') or '0')
 local granted = math.min(want, remaining)
@@ -221,36 +252,61 @@ func (l *Ledger) Lease(ctx context.Context, item string, want int64) (granted, r
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10), l.channel(), item}).AsIntSlice()
+	vals, err := lease.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(want, 10), l.channel(), item,
+		l.Generation()}).AsIntSlice()
 	if err != nil || len(vals) != 2 {
 		return 0, 0, fmt.Errorf("redisledger: cannot lease %q: %v", item, errOr(err, "bad reply"))
+	}
+	if vals[0] < 0 {
+		return 0, 0, engine.ErrLedgerLost
 	}
 	return vals[0], vals[1], nil
 }
 
-// giveBack moves up to n leased units of a node back to the pool.
-// KEYS: stock, leases. ARGV: node, n, events channel, item. Returns the
-// units given back; publishes the pool event when there were any.
+// giveBack moves up to n leased units of a node back to the pool, or with
+// keep >= 0 every unit above keep.
+// KEYS: stock, leases. ARGV: node, n, events channel, item, generation,
+// keep (-1: none). Returns the units given back; publishes the pool event
+// when there were any. Nothing goes back to a pool of another generation
+// (the units were leased from a ledger that was lost: the rebuilt one
+// counted them).
 var giveBack = rueidis.NewLuaScript(`
+if ARGV[5] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[5] then return 0 end
 local held = tonumber(redis.call('HGET', KEYS[2], ARGV[1]) or '0')
 local n = math.min(tonumber(ARGV[2]), held)
+local keep = tonumber(ARGV[6])
+if keep >= 0 then n = held - keep end
 if n > 0 then
   redis.call('HINCRBY', KEYS[2], ARGV[1], -n)
   local remaining = redis.call('HINCRBY', KEYS[1], 'remaining', n)
   redis.call('PUBLISH', ARGV[3], 'p|' .. ARGV[4] .. '|' .. remaining)
 end
-return n
+return math.max(n, 0)
 `)
 
 // GiveBack returns up to n of this node's leased units of item to the pool.
 func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
+	_, err := l.giveBack(ctx, item, n, -1)
+	return err
+}
+
+// Trim returns to the pool every unit of item leased to this node beyond
+// keep, and how many that was: the ledger may count units the node never
+// got (a lease whose answer was lost when Redis failed after running it).
+func (l *Ledger) Trim(ctx context.Context, item string, keep int64) (int64, error) {
+	return l.giveBack(ctx, item, 0, keep)
+}
+
+func (l *Ledger) giveBack(ctx context.Context, item string, n, keep int64) (int64, error) {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
 	k := l.keys(item)
-	if err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10), l.channel(), item}).Error(); err != nil {
-		return fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
+	got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{l.node, strconv.FormatInt(n, 10), l.channel(), item,
+		l.Generation(), strconv.FormatInt(keep, 10)}).AsInt64()
+	if err != nil {
+		return 0, fmt.Errorf("redisledger: cannot give back %q: %w", item, err)
 	}
-	return nil
+	return got, nil
 }
 
 // claim turns q leased units of a node into a winner's claim, checking the
@@ -259,11 +315,15 @@ func (l *Ledger) GiveBack(ctx context.Context, item string, n int64) error {
 // KEYS: stock, leases, users, req (or the same key as users when there is
 // no request id), claims. ARGV: node, user, q, limit, encoded order, window
 // seconds, has request id (1/0), track (1/0), order id, claim record, events
-// channel, item, request id. Returns {1, ""} claimed, {2, order} replay,
-// {0, "limit"} over the limit, {0, "refused"} the request id was refused
-// (Refuse) a moment ago, {0, "lease"} the node holds fewer units.
-// Publishes the claim event (every node learns the winner).
+// channel, item, request id, generation. Returns {1, ""} claimed, {2,
+// order} replay, {0, "limit"} over the limit, {0, "refused"} the request id
+// was refused (Refuse) a moment ago, {0, "lost"} the pool is gone or of
+// another generation, {0, "lease"} the node holds fewer units. Publishes
+// the claim event (every node learns the winner).
 var claim = rueidis.NewLuaScript(`
+if redis.call('EXISTS', KEYS[1]) == 0 or ARGV[14] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[14] then
+  return {0, 'lost'}
+end
 local q = tonumber(ARGV[3])
 if ARGV[7] == '1' then
   local first = redis.call('GET', KEYS[4])
@@ -300,7 +360,8 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
 		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10),
-		claimRecord(ledger.Pending, o.Quantity, o.CreatedAt, o.UserID, o.RequestID), l.channel(), o.ItemID, o.RequestID}).ToArray()
+		claimRecord(ledger.Pending, o.Quantity, o.CreatedAt, o.UserID, o.RequestID), l.channel(), o.ItemID, o.RequestID,
+		l.Generation()}).ToArray()
 	if err != nil || len(vals) != 2 {
 		return nil, fmt.Errorf("redisledger: cannot claim: %v", errOr(err, "bad reply"))
 	}
@@ -315,8 +376,10 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 		return nil, engine.ErrLimitExceeded
 	case detail == refused:
 		return nil, engine.ErrSoldOut
+	case detail == "lost":
+		return nil, engine.ErrLedgerLost
 	}
-	return nil, ErrNotLeased
+	return nil, engine.ErrNotLeased
 }
 
 // unclaim undoes a claim whose purchase failed later: the units go back to
@@ -397,19 +460,25 @@ func (l *Ledger) Audit(ctx context.Context, item string) (ledger.Audit, error) {
 	k := l.keys(item)
 	res := l.c.DoMulti(ctx,
 		l.c.B().Multi().Build(),
-		l.c.B().Hgetall().Key(k.stock).Build(),
+		l.c.B().Hmget().Key(k.stock).Field("total", "remaining", "claimed", "pending").Build(),
 		l.c.B().Hgetall().Key(k.leases).Build(),
 		l.c.B().Exec().Build())
 	exec, err := res[3].ToArray()
 	if err != nil || len(exec) != 2 {
 		return ledger.Audit{}, fmt.Errorf("redisledger: cannot audit %q: %v", item, errOr(err, "bad reply"))
 	}
-	stock, err1 := exec[0].AsIntMap()
+	fields, err1 := exec[0].ToArray()
+	var stock [4]int64
+	for i := 0; err1 == nil && i < len(fields) && i < len(stock); i++ {
+		if stock[i], err1 = fields[i].AsInt64(); rueidis.IsRedisNil(err1) {
+			err1 = nil
+		}
+	}
 	leases, err2 := exec[1].AsIntMap()
 	if err := errors.Join(err1, err2); err != nil {
 		return ledger.Audit{}, fmt.Errorf("redisledger: cannot audit %q: %w", item, err)
 	}
-	return ledger.Audit{Total: stock["total"], Remaining: stock["remaining"], Claimed: stock["claimed"], Pending: stock["pending"], Leases: leases}, nil
+	return ledger.Audit{Total: stock[0], Remaining: stock[1], Claimed: stock[2], Pending: stock[3], Leases: leases}, nil
 }
 
 func errOr(err error, msg string) error {

@@ -26,7 +26,7 @@ func TestLedgerScripts(t *testing.T) {
 	p := prefix(t, c)
 	ctx := context.Background()
 	n1, n2 := New(c, 1, Options{Prefix: p}), New(c, 2, Options{Prefix: p})
-	if err := n1.PutItem(ctx, "it", 10); err != nil {
+	if err := n1.PutItem(ctx, "it", 10, false); err != nil {
 		t.Fatal(err)
 	}
 	if g, rem, err := n1.Lease(ctx, "it", 4); err != nil || g != 4 || rem != 6 {
@@ -52,7 +52,7 @@ func TestLedgerScripts(t *testing.T) {
 		t.Fatalf("second claim across nodes: %v", err)
 	}
 	// A node cannot claim units it was not leased.
-	if _, err := New(c, 3, Options{Prefix: p}).Claim(ctx, enginetest.Order(444, "v", ""), 1); !errors.Is(err, ErrNotLeased) {
+	if _, err := New(c, 3, Options{Prefix: p}).Claim(ctx, enginetest.Order(444, "v", ""), 1); !errors.Is(err, engine.ErrNotLeased) {
 		t.Fatalf("claim without a lease: %v", err)
 	}
 	a, _ := n1.Audit(ctx, "it")
@@ -74,10 +74,10 @@ func TestLedgerScripts(t *testing.T) {
 	if rem, _ := n1.Remaining(ctx, "it"); rem != 6 {
 		t.Fatalf("remaining after give-back: %d", rem)
 	}
-	if err := n1.PutItem(ctx, "it", 5); err != nil {
+	if err := n1.PutItem(ctx, "it", 5, false); err != nil {
 		t.Fatalf("lower to 5: %v", err)
 	}
-	if err := n1.PutItem(ctx, "it", 3); !errors.Is(err, engine.ErrStockBelowSold) {
+	if err := n1.PutItem(ctx, "it", 3, false); !errors.Is(err, engine.ErrStockBelowSold) {
 		t.Fatalf("lower below the leases: %v", err)
 	}
 	if a, _ := n1.Audit(ctx, "it"); !a.Balanced() || a.Total != 5 {

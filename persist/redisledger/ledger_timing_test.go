@@ -22,7 +22,7 @@ func benchClaim(b *testing.B, parallel bool) {
 	p := prefix(b, c)
 	ctx := context.Background()
 	l := New(c, 1, Options{Prefix: p})
-	l.PutItem(ctx, "it", 1<<40)
+	l.PutItem(ctx, "it", 1<<40, false)
 	l.Lease(ctx, "it", 1<<40)
 	var n atomic.Uint64
 	claim := func() {
@@ -52,7 +52,7 @@ func BenchmarkLeaseSerial(b *testing.B) {
 	p := prefix(b, c)
 	ctx := context.Background()
 	l := New(c, 1, Options{Prefix: p})
-	l.PutItem(ctx, "it", 1<<40)
+	l.PutItem(ctx, "it", 1<<40, false)
 	for b.Loop() {
 		if _, _, err := l.Lease(ctx, "it", 16); err != nil {
 			b.Fatal(err)

@@ -94,8 +94,10 @@ func (r *Registration) Heartbeat(ctx context.Context) (bool, error) {
 
 // Keep beats the heartbeat every ttl/3 until ctx ends. The channel it
 // returns is closed when the node has lost its id: it must stop selling,
-// since others may give its leases back.
-func (r *Registration) Keep(ctx context.Context) <-chan struct{} {
+// since others may give its leases back. rejoin, when set, is asked first
+// whether the node may take its id again (Rejoin) and go on: it may when
+// Redis lost the whole ledger, its leases with it.
+func (r *Registration) Keep(ctx context.Context, rejoin func(context.Context) bool) <-chan struct{} {
 	lost := make(chan struct{})
 	go func() {
 		t := time.NewTicker(r.ttl / 3)
@@ -111,7 +113,7 @@ func (r *Registration) Keep(ctx context.Context) <-chan struct{} {
 				if err != nil {
 					slog.Warn("heartbeat to Redis failed; retrying", "err", err)
 				}
-				if !ok {
+				if !ok && (rejoin == nil || !rejoin(ctx)) {
 					close(lost)
 					return
 				}
@@ -119,6 +121,16 @@ func (r *Registration) Keep(ctx context.Context) <-chan struct{} {
 		}
 	}()
 	return lost
+}
+
+// Rejoin takes the node's id again, under the same token, when its key is
+// gone (Redis lost its data); ErrNodeIDTaken when another node took it.
+func (r *Registration) Rejoin(ctx context.Context) error {
+	err := r.c.Do(ctx, r.c.B().Set().Key(r.key).Value(r.Token).Nx().PxMilliseconds(r.ttl.Milliseconds()).Build()).Error()
+	if rueidis.IsRedisNil(err) {
+		return fmt.Errorf("%w: %d", ErrNodeIDTaken, r.ID)
+	}
+	return err
 }
 
 // Release ends the registration at a graceful stop.
@@ -176,7 +188,8 @@ func (l *Ledger) Reconcile(ctx context.Context, item string) (int64, error) {
 		if err != nil || live {
 			continue
 		}
-		got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{holder, strconv.FormatInt(n, 10), l.channel(), item}).AsInt64()
+		got, err := giveBack.Exec(ctx, l.c, []string{k.stock, k.leases}, []string{holder, strconv.FormatInt(n, 10), l.channel(), item,
+			l.Generation(), "-1"}).AsInt64()
 		if err != nil {
 			return total, fmt.Errorf("redisledger: cannot reconcile %q of %q: %w", holder, item, err)
 		}

@@ -49,7 +49,7 @@ func TestReconcileGivesBackOnlyTheDeads(t *testing.T) {
 	p := prefix(t, c)
 	ctx := context.Background()
 	base := New(c, 0, Options{Prefix: p})
-	base.PutItem(ctx, "it", 100)
+	base.PutItem(ctx, "it", 100, false)
 	regA, _ := base.Register(ctx, 0, time.Minute)
 	regB, _ := base.Register(ctx, 0, time.Minute)
 	a, b := base.ForInstance(regA), base.ForInstance(regB)

@@ -4,11 +4,20 @@
 //	fsctl -redis 127.0.0.1:6379 audit [item ...]      the stock equation of each item
 //	fsctl -redis 127.0.0.1:6379 reconcile [item ...]  give dead nodes' leases back
 //	fsctl -redis 127.0.0.1:6379 nodes                  the registered nodes
+//	fsctl -redis ... -kafka ... -mysql ... rebuild      the ledger, from the orders of record
 //
 // With orders through Kafka, -kafka makes reconcile also settle the claims
 // whose order never reached Kafka (once the writers have passed the
 // produce deadline: see reconcile.Gap), and -mysql adds the rows stored in
 // MySQL to the audit.
+//
+// rebuild makes the ledger in Redis again from the orders of record, as a
+// node does by itself when it finds Redis lost it (-auto-rebuild): it
+// fences the ledger (every node stops selling), waits for the writers to
+// store what Kafka holds, writes each item's pool as total - sold, the
+// users' counts and the request ids of the idempotency window from the
+// rows in MySQL, and lets the nodes sell from it. It works whether or not
+// the ledger was lost: selling stops for the rebuild's time.
 //
 // It never sells, stores or deletes an order: it settles the ledger exactly
 // as the nodes' own reconcilers do (package reconcile). Without items it
@@ -30,6 +39,7 @@ import (
 
 	"github.com/redis/rueidis"
 
+	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
@@ -53,11 +63,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	wait := fs.Duration("wait", 30*time.Second, "reconcile: how long to wait for the writers to pass the checkpoint")
 	dsn := fs.String("mysql", "", "MySQL DSN: audit also counts the units stored in MySQL")
 	tables := fs.Int("order-tables", mysqlstore.DefaultTables, "order tables in MySQL")
+	window := fs.Duration("idempotency-window", engine.DefaultIdempotencyWindow, "rebuild: the nodes' -idempotency-window (request ids younger than it replay their first orders)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: fsctl [-redis addr] [-redis-prefix fs] audit|reconcile|nodes [item ...]")
+		fmt.Fprintln(stderr, "usage: fsctl [-redis addr] [-redis-prefix fs] audit|reconcile|nodes|rebuild [item ...]")
 		return 2
 	}
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*addr}, DisableCache: true})
@@ -72,6 +83,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fail := func(err error) int {
 		fmt.Fprintf(stderr, "fsctl: %v\n", err)
 		return 1
+	}
+	kcfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout}
+	if fs.Arg(0) == "rebuild" {
+		if *kafka == "" || *dsn == "" {
+			fmt.Fprintln(stderr, "fsctl: rebuild needs -kafka and -mysql: the orders of record are there")
+			return 2
+		}
+		return rebuild(c, reconcile.RebuildOptions{Ledger: l, Catalog: redisledger.NewCatalog(c, *prefix, 0), Kafka: kcfg,
+			Window: *window, WaitWriters: *wait}, mysqlstore.Options{DSN: *dsn, Tables: *tables}, stdout, stderr)
 	}
 	items := fs.Args()[1:]
 	if len(items) == 0 && fs.Arg(0) != "nodes" {
@@ -106,8 +126,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		if *kafka == "" {
 			return 0
 		}
-		cfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout}
-		g, err := reconcile.NewGap(reconcile.GapOptions{Kafka: cfg, Ledger: l})
+		g, err := reconcile.NewGap(reconcile.GapOptions{Kafka: kcfg, Ledger: l})
 		if err != nil {
 			return fail(err)
 		}
@@ -133,6 +152,33 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "fsctl: unknown command %q\n", fs.Arg(0))
 	return 2
+}
+
+// rebuild rebuilds the ledger from the orders of record (o, less the
+// record: the database mo), and prints what it wrote.
+func rebuild(c rueidis.Client, o reconcile.RebuildOptions, mo mysqlstore.Options, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), o.WaitWriters+10*time.Minute)
+	defer cancel()
+	db, err := mysqlstore.Open(ctx, mo)
+	if err != nil {
+		fmt.Fprintf(stderr, "fsctl: %v\n", err)
+		return 1
+	}
+	defer db.Close()
+	o.Record = db
+	res, err := reconcile.Rebuild(ctx, o)
+	if err != nil {
+		fmt.Fprintf(stderr, "fsctl: %v\n", err)
+		return 1
+	}
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "item\tstock\tsold\tleft\tusers\treplayable\t")
+	for _, t := range res.Items {
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\t%d\t%d\t\n", t.Item.ID, t.Item.Stock, t.Sold, max(t.Item.Stock-t.Sold, 0), len(t.Holdings), len(t.Recent))
+	}
+	tw.Flush()
+	fmt.Fprintf(stdout, "ledger rebuilt: generation %s, %d items, took %v\n", res.Generation, len(res.Items), res.Took.Round(time.Millisecond))
+	return 0
 }
 
 // audit prints each item's ledger (and, with db, the units stored in

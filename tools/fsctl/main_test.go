@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,7 @@ import (
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/mysqltest"
 	"github.com/flashsale/flashsale/internal/redistest"
+	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/redisledger"
 )
@@ -22,7 +24,7 @@ func TestAuditAndReconcile(t *testing.T) {
 	ctx := context.Background()
 	l := redisledger.New(c, 0, redisledger.Options{Prefix: p})
 	redisledger.NewCatalog(c, p, time.Second).SaveItem(ctx, engine.Item{ID: "it", Name: "x", Stock: 10, PerUserLimit: 1})
-	l.PutItem(ctx, "it", 10)
+	l.PutItem(ctx, "it", 10, false)
 	reg, _ := l.Register(ctx, 0, time.Minute)
 	l.ForInstance(reg).Lease(ctx, "it", 4)
 	c.Do(ctx, c.B().Del().Key(p+":node:1").Build()) // the node dies
@@ -62,7 +64,7 @@ func TestReconcileClaimsWithKafka(t *testing.T) {
 	}
 	l := redisledger.New(c, 3, redisledger.Options{Prefix: p, TrackClaims: true})
 	redisledger.NewCatalog(c, p, time.Second).SaveItem(ctx, engine.Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
-	l.PutItem(ctx, "it", 5)
+	l.PutItem(ctx, "it", 5, false)
 	l.Lease(ctx, "it", 1)
 	o := &engine.Order{ID: 42, ItemID: "it", UserID: "u", Quantity: 1, CreatedAt: time.Now().Add(-time.Minute)}
 	if _, err := l.Claim(ctx, o, 1); err != nil {
@@ -80,5 +82,71 @@ func TestReconcileClaimsWithKafka(t *testing.T) {
 	}
 	if a, _ := l.Audit(ctx, "it"); a.Pending != 0 || a.Claimed != 0 || a.Remaining != 5 || !a.Balanced() {
 		t.Fatalf("after reconcile: %+v", a)
+	}
+}
+
+// rebuild makes a lost ledger again from the rows in MySQL: the pool holds
+// stock - sold, the users their units, a recent request id its first
+// order; the generation of record is the ledger's.
+func TestRebuild(t *testing.T) {
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
+	dsn := mysqltest.DSN(t)
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer kf.Close()
+	broker := kf.ListenAddrs()[0]
+	ctx := context.Background()
+	if err := orderlog.EnsureTopics(ctx, orderlog.Config{Brokers: []string{broker}, Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Tables: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	it := engine.Item{ID: "it", Name: "x", PriceCents: 100, Stock: 10, PerUserLimit: 2}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	recent := &engine.Order{ID: engine.FirstOrderIDAt(now) + 1, ItemID: "it", UserID: "a", Quantity: 2, PriceCents: 100, RequestID: "r1", CreatedAt: now}
+	old := &engine.Order{ID: 7, ItemID: "it", UserID: "b", Quantity: 1, PriceCents: 100, RequestID: "r2", CreatedAt: time.Unix(1, 0).UTC()}
+	if err := errors.Join(db.SaveItem(ctx, it), db.SetGeneration(ctx, "lost-one"), db.Write(ctx, []*engine.Order{recent, old})); err != nil {
+		t.Fatal(err)
+	}
+	args := []string{"-redis", redistest.Addr(), "-redis-prefix", p, "-mysql", dsn, "-order-tables", "4", "-kafka", broker,
+		"-kafka-produce-timeout", "50ms", "-wait", "5s"}
+	var out, errOut bytes.Buffer
+	if code := run(append(args[:4:4], "rebuild"), &out, &errOut); code != 2 {
+		t.Fatalf("rebuild without -kafka and -mysql: %d %s", code, errOut.String())
+	}
+	if code := run(append(args, "rebuild"), &out, &errOut); code != 0 || !strings.Contains(out.String(), "ledger rebuilt") {
+		t.Fatalf("rebuild: %d %s%s", code, out.String(), errOut.String())
+	}
+	t.Log(out.String())
+	gen, err := db.Generation(ctx)
+	if err != nil || gen == "lost-one" {
+		t.Fatalf("the generation of record after the rebuild: %q %v", gen, err)
+	}
+	l := redisledger.New(c, 1, redisledger.Options{Prefix: p, TrackClaims: true, Generation: gen})
+	if cur, err := l.CurrentGeneration(ctx); err != nil || cur != gen {
+		t.Fatalf("Redis's generation %q (%v), the record's %q", cur, err, gen)
+	}
+	if a, err := l.Audit(ctx, "it"); err != nil || a.Total != 10 || a.Remaining != 7 || a.Claimed != 3 || !a.Balanced() {
+		t.Fatalf("the pool after the rebuild: %+v %v", a, err)
+	}
+	if got, ok, err := redisledger.NewCatalog(c, p, 0).Item(ctx, "it"); err != nil || !ok || got != it {
+		t.Fatalf("the item in Redis after the rebuild: %+v %v %v", got, ok, err)
+	}
+	// a's recent request id replays; a holds 2 of 2, b 1.
+	if _, _, err := l.Lease(ctx, "it", 2); err != nil {
+		t.Fatal(err)
+	}
+	first, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 1, ItemID: "it", UserID: "a", Quantity: 2, RequestID: "r1", CreatedAt: now}, 2)
+	if err != nil || first == nil || first.ID != recent.ID {
+		t.Fatalf("the recent request id after the rebuild: %+v %v", first, err)
+	}
+	if _, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 2, ItemID: "it", UserID: "a", Quantity: 1, CreatedAt: now}, 2); !errors.Is(err, engine.ErrLimitExceeded) {
+		t.Fatalf("a's third unit: %v, want the limit", err)
 	}
 }

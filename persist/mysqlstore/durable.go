@@ -1,0 +1,199 @@
+package mysqlstore
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// What a cluster keeps of record outside Redis, beside the orders, so that
+// a Redis that lost its data can be rebuilt: the item catalogue (every node
+// writes it through, before Redis), the ledger's generation of record, and
+// the orders whose purchase was answered 503 (tombstones, in case their
+// record lands at a moment Redis's own tombstone was lost).
+var durableTables = []string{
+	`CREATE TABLE IF NOT EXISTS flashsale_items (
+		id             VARCHAR(64)   NOT NULL PRIMARY KEY,
+		name           VARCHAR(1024) NOT NULL,
+		price_cents    BIGINT        NOT NULL,
+		stock          BIGINT        NOT NULL,
+		per_user_limit BIGINT        NOT NULL,
+		starts_at      BIGINT        NULL, -- unix nanoseconds, NULL for none
+		ends_at        BIGINT        NULL,
+		ended          TINYINT       NOT NULL DEFAULT 0,
+		saved_at       TIMESTAMP(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	`CREATE TABLE IF NOT EXISTS flashsale_aborted (
+		order_id   BIGINT UNSIGNED NOT NULL PRIMARY KEY,
+		aborted_at TIMESTAMP(3)    NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
+	) ENGINE=InnoDB`,
+}
+
+// SaveItem writes an item definition (an engine.Catalog's write).
+func (s *Store) SaveItem(ctx context.Context, it engine.Item) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO flashsale_items (id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON DUPLICATE KEY UPDATE name = VALUES(name), price_cents = VALUES(price_cents), stock = VALUES(stock),
+			per_user_limit = VALUES(per_user_limit), starts_at = VALUES(starts_at), ends_at = VALUES(ends_at), ended = VALUES(ended)`,
+		it.ID, it.Name, it.PriceCents, it.Stock, it.PerUserLimit, nanos(it.StartsAt), nanos(it.EndsAt), it.Ended)
+	if err != nil {
+		return fmt.Errorf("mysqlstore: cannot save item %q: %w", it.ID, err)
+	}
+	return nil
+}
+
+// Items reads every item definition of record, ordered by id.
+func (s *Store) Items(ctx context.Context) ([]engine.Item, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended FROM flashsale_items ORDER BY id`)
+	if err != nil {
+		return nil, fmt.Errorf("mysqlstore: cannot read the items: %w", err)
+	}
+	defer rows.Close()
+	var out []engine.Item
+	for rows.Next() {
+		var it engine.Item
+		var starts, ends sql.NullInt64
+		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended); err != nil {
+			return nil, fmt.Errorf("mysqlstore: cannot read the items: %w", err)
+		}
+		it.StartsAt, it.EndsAt = fromNanos(starts), fromNanos(ends)
+		out = append(out, it)
+	}
+	return out, rows.Err()
+}
+
+func nanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return time.Unix(0, n.Int64).UTC()
+}
+
+// Generation is the ledger's generation of record, "" before the first.
+func (s *Store) Generation(ctx context.Context) (string, error) {
+	var g string
+	err := s.db.QueryRowContext(ctx, `SELECT value FROM flashsale_schema WHERE name = 'ledger_generation'`).Scan(&g)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("mysqlstore: cannot read the ledger's generation: %w", err)
+	}
+	return g, nil
+}
+
+// StartGeneration records g as the ledger's generation when there is none
+// yet (the first node of a new cluster), and returns the generation of
+// record.
+func (s *Store) StartGeneration(ctx context.Context, g string) (string, error) {
+	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO flashsale_schema (name, value) VALUES ('ledger_generation', ?)`, g); err != nil {
+		return "", fmt.Errorf("mysqlstore: cannot record the ledger's generation: %w", err)
+	}
+	return s.Generation(ctx)
+}
+
+// SetGeneration records g as the ledger's generation: a rebuild's last step.
+func (s *Store) SetGeneration(ctx context.Context, g string) error {
+	_, err := s.db.ExecContext(ctx, `INSERT INTO flashsale_schema (name, value) VALUES ('ledger_generation', ?)
+		ON DUPLICATE KEY UPDATE value = VALUES(value)`, g)
+	if err != nil {
+		return fmt.Errorf("mysqlstore: cannot record the ledger's generation: %w", err)
+	}
+	return nil
+}
+
+// Abort records that order id's purchase was answered 503: its record, if
+// it lands, must not be stored.
+func (s *Store) Abort(ctx context.Context, id uint64) error {
+	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO flashsale_aborted (order_id) VALUES (?)`, id); err != nil {
+		return fmt.Errorf("mysqlstore: cannot record order %d aborted: %w", id, err)
+	}
+	return nil
+}
+
+// Settled says which of orders are recorded aborted (their purchases were
+// answered 503) and which are stored already, in one statement: what a
+// writer asks of an order whose claim the ledger does not have.
+func (s *Store) Settled(ctx context.Context, orders []*engine.Order) (aborted, stored map[uint64]bool, err error) {
+	aborted, stored = map[uint64]bool{}, map[uint64]bool{}
+	if len(orders) == 0 {
+		return aborted, stored, nil
+	}
+	byTable := map[string][]any{}
+	all := make([]any, len(orders))
+	for i, o := range orders {
+		all[i] = o.ID
+		t := s.TableOf(o.UserID)
+		byTable[t] = append(byTable[t], o.ID)
+	}
+	var b strings.Builder
+	b.WriteString("SELECT 'a', order_id FROM flashsale_aborted WHERE order_id IN (?" + strings.Repeat(",?", len(all)-1) + ")")
+	args := all
+	for t, ids := range byTable {
+		b.WriteString(" UNION ALL SELECT 's', order_id FROM " + t + " WHERE order_id IN (?" + strings.Repeat(",?", len(ids)-1) + ")")
+		args = append(args, ids...)
+	}
+	rows, err := s.db.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("mysqlstore: cannot read what is settled: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var kind string
+		var id uint64
+		if err := rows.Scan(&kind, &id); err != nil {
+			return nil, nil, fmt.Errorf("mysqlstore: cannot read what is settled: %w", err)
+		}
+		if kind == "a" {
+			aborted[id] = true
+		} else {
+			stored[id] = true
+		}
+	}
+	return aborted, stored, rows.Err()
+}
+
+// Tally reads what the stored orders say of item it: units sold, units by
+// user, and the orders with a request id made since since (the idempotency
+// window), by reading every order table once.
+func (s *Store) Tally(ctx context.Context, it engine.Item, since time.Time) (ledger.Tally, error) {
+	t := ledger.Tally{Item: it, Holdings: map[string]int64{}}
+	first := engine.FirstOrderIDAt(since)
+	for i := 0; i < s.tables; i++ {
+		rows, err := s.db.QueryContext(ctx, "SELECT "+orderColumns+" FROM "+tableName(i)+" WHERE item_id = ?", it.ID)
+		if err != nil {
+			return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
+		}
+		for rows.Next() {
+			o, err := scanOrder(rows)
+			if err != nil {
+				rows.Close()
+				return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
+			}
+			t.Sold += o.Quantity
+			t.Holdings[o.UserID] += o.Quantity
+			if o.RequestID != "" && o.ID >= first {
+				o.Status = engine.Accepted // the first answer said accepted
+				t.Recent = append(t.Recent, o)
+			}
+		}
+		rows.Close()
+		if err := rows.Err(); err != nil {
+			return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
+		}
+	}
+	return t, nil
+}

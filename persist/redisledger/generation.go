@@ -1,0 +1,194 @@
+package redisledger
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/redis/rueidis"
+
+	"github.com/flashsale/flashsale/ledger"
+)
+
+// The ledger's generation: a name given to one life of the ledger in Redis.
+// The order database keeps the generation of record; Redis keeps it in
+// <prefix>:generation, and every pool in its own "gen" field, which every
+// script checks against the generation the node sells from. A Redis that
+// lost its data has no generation (or a pool none); one being rebuilt has
+// "rebuilding:<next>"; one that is not the ledger of record has another.
+// In each case a node stops selling (engine.ErrLedgerLost) until the
+// ledger is rebuilt from the orders of record (persist/reconcile.Rebuild).
+
+func (l *Ledger) generationKey() string { return l.prefix + ":generation" }
+
+// Generation is the generation this node sells from.
+func (l *Ledger) Generation() string { return *l.gen.Load() }
+
+// SetGeneration makes the node sell from generation g: after a rebuild.
+func (l *Ledger) SetGeneration(g string) { l.gen.Store(&g) }
+
+// CurrentGeneration reads the ledger's generation in Redis: "" when Redis
+// has none (it lost its data, or is new).
+func (l *Ledger) CurrentGeneration(ctx context.Context) (string, error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	g, err := l.c.Do(ctx, l.c.B().Get().Key(l.generationKey()).Build()).ToString()
+	if rueidis.IsRedisNil(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("redisledger: cannot read the ledger's generation: %w", err)
+	}
+	return g, nil
+}
+
+// StartGeneration gives a Redis without a generation the generation g, when
+// it also has no item (a new cluster), and returns the generation Redis has
+// then. A Redis that has items and no generation lost it: it is not given
+// one here (that is the rebuild's).
+func (l *Ledger) StartGeneration(ctx context.Context, g string) (string, error) {
+	cur, err := l.CurrentGeneration(ctx)
+	if err != nil || cur != "" {
+		return cur, err
+	}
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	n, err := l.c.Do(ctx, l.c.B().Scard().Key(l.prefix+":items").Build()).AsInt64()
+	if err != nil {
+		return "", fmt.Errorf("redisledger: cannot count the items: %w", err)
+	}
+	if n > 0 {
+		return "", nil
+	}
+	if err := l.c.Do(ctx, l.c.B().Set().Key(l.generationKey()).Value(g).Nx().Build()).Error(); err != nil && !rueidis.IsRedisNil(err) {
+		return "", fmt.Errorf("redisledger: cannot set the ledger's generation: %w", err)
+	}
+	return l.CurrentGeneration(ctx)
+}
+
+// condemn replaces the generation if it is still ARGV[1]. KEYS: generation.
+// ARGV: generation, condemned name, events channel.
+var condemn = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('PUBLISH', ARGV[3], 'g|' .. ARGV[2])
+return 1
+`)
+
+// Condemn marks generation gen, if it is still the ledger's, as having lost
+// writes: every node stops selling until the ledger is rebuilt.
+func (l *Ledger) Condemn(ctx context.Context, gen string) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	if err := condemn.Exec(ctx, l.c, []string{l.generationKey()}, []string{gen, ledger.Condemned + gen, l.channel()}).Error(); err != nil {
+		return fmt.Errorf("redisledger: cannot condemn generation %s: %w", gen, err)
+	}
+	return nil
+}
+
+func (l *Ledger) rebuildLockKey() string { return l.prefix + ":rebuild" }
+
+// lock takes the rebuild's lock for token, or extends it when token holds
+// it already. KEYS: lock. ARGV: token, ttl ms. Returns 1 when token holds
+// it, else 0.
+var lock = rueidis.NewLuaScript(`
+local v = redis.call('GET', KEYS[1])
+if v == false then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+elseif v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+`)
+
+// Lock takes the rebuild's lock for ttl under token, or extends it when
+// token holds it; false when another holds it.
+func (l *Ledger) Lock(ctx context.Context, token string, ttl time.Duration) (bool, error) {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	n, err := lock.Exec(ctx, l.c, []string{l.rebuildLockKey()}, []string{token, strconv.FormatInt(ttl.Milliseconds(), 10)}).AsInt64()
+	if err != nil {
+		return false, fmt.Errorf("redisledger: cannot take the rebuild lock: %w", err)
+	}
+	return n == 1, nil
+}
+
+// unlock drops the lock if it is still token's. KEYS: lock. ARGV: token.
+var unlock = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+`)
+
+// Unlock gives the rebuild's lock back.
+func (l *Ledger) Unlock(ctx context.Context, token string) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	return unlock.Exec(ctx, l.c, []string{l.rebuildLockKey()}, []string{token}).Error()
+}
+
+// Fence starts a rebuild towards generation next: the ledger's generation
+// becomes "rebuilding:next", the pools, leases, user counts and claims of
+// items are dropped (nothing can be leased or claimed any more, and no unit
+// of the lost ledger given back), and every node is told.
+func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*l.timeout)
+	defer cancel()
+	cmds := rueidis.Commands{l.c.B().Set().Key(l.generationKey()).Value(ledger.Rebuilding + next).Build()}
+	for _, item := range items {
+		k := l.keys(item)
+		cmds = append(cmds, l.c.B().Del().Key(k.stock, k.leases, k.users, k.claims).Build())
+	}
+	cmds = append(cmds, l.c.B().Publish().Channel(l.channel()).Message("g|"+ledger.Rebuilding+next).Build())
+	for _, r := range l.c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("redisledger: cannot fence the ledger: %w", err)
+		}
+	}
+	return nil
+}
+
+// Restore writes an item's ledger of generation gen from what its orders
+// of record say: the pool (total, remaining = total - sold, claimed = sold,
+// nothing pending or leased), the users' counts and the request ids of the
+// window with their first orders. The catalogue's definition is the
+// caller's (Catalog.SaveItem).
+func (l *Ledger) Restore(ctx context.Context, t ledger.Tally, gen string, now time.Time) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*l.timeout)
+	defer cancel()
+	k := l.keys(t.Item.ID)
+	remaining := max(t.Item.Stock-t.Sold, 0)
+	cmds := rueidis.Commands{l.c.B().Hset().Key(k.stock).FieldValue().FieldValue("total", strconv.FormatInt(t.Item.Stock, 10)).
+		FieldValue("remaining", strconv.FormatInt(remaining, 10)).FieldValue("claimed", strconv.FormatInt(t.Sold, 10)).
+		FieldValue("pending", "0").FieldValue("gen", gen).Build()}
+	for user, n := range t.Holdings {
+		cmds = append(cmds, l.c.B().Hset().Key(k.users).FieldValue().FieldValue(user, strconv.FormatInt(n, 10)).Build())
+	}
+	for _, o := range t.Recent {
+		if ttl := o.CreatedAt.Add(l.window).Sub(now); ttl > 0 {
+			cmds = append(cmds, l.c.B().Set().Key(k.reqKey(o.UserID, o.RequestID)).Value(encodeOrder(o)).PxMilliseconds(max(ttl.Milliseconds(), 1)).Build())
+		}
+	}
+	for _, r := range l.c.DoMulti(ctx, cmds...) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("redisledger: cannot restore item %q: %w", t.Item.ID, err)
+		}
+	}
+	return nil
+}
+
+// Activate ends a rebuild: the ledger's generation becomes gen, and every
+// node is told.
+func (l *Ledger) Activate(ctx context.Context, gen string) error {
+	ctx, cancel := l.bound(ctx)
+	defer cancel()
+	for _, r := range l.c.DoMulti(ctx, l.c.B().Set().Key(l.generationKey()).Value(gen).Build(),
+		l.c.B().Publish().Channel(l.channel()).Message("g|"+gen).Build()) {
+		if err := r.Error(); err != nil {
+			return fmt.Errorf("redisledger: cannot activate generation %s: %w", gen, err)
+		}
+	}
+	return nil
+}
