@@ -124,6 +124,9 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 	case code == engine.CodeStockBelowSold:
 		writeError(ctx, code, fmt.Sprintf("stock %d of item %s is below the units already sold or reserved", it.Stock, id))
 		return
+	case errors.Is(err, engine.ErrLedgerLost):
+		writeError(ctx, engine.CodeUnavailable, ledgerLostMessage, "nothing was changed, retry later")
+		return
 	case code == engine.CodeUnavailable:
 		s.errLog.Error("cannot save item", "item", id, "err", err)
 		writeError(ctx, code, dependencyOf(err, "the item store"), " is unavailable; nothing was changed, retry later")
@@ -163,6 +166,10 @@ func (s *Server) deleteItem(ctx *fasthttp.RequestCtx) {
 	case engine.CodeItemNotFound:
 		writeError(ctx, engine.CodeItemNotFound, "no item ", id)
 	default:
+		if errors.Is(err, engine.ErrLedgerLost) {
+			writeError(ctx, engine.CodeUnavailable, ledgerLostMessage, "nothing was changed, retry later")
+			return
+		}
 		s.errLog.Error("cannot end item", "item", id, "err", err)
 		writeError(ctx, engine.CodeUnavailable, dependencyOf(err, "the item store"), " is unavailable; nothing was changed, retry later")
 	}

@@ -250,6 +250,10 @@ func (s *Server) writeEngineError(ctx *fasthttp.RequestCtx, err error, code engi
 	case engine.CodeIdempotencyKeyReused:
 		writeError(ctx, code, "request id ", req.RequestID, " was used before with a different request")
 	case engine.CodeUnavailable:
+		if errors.Is(err, engine.ErrLedgerLost) { // the node's guard logs why, once
+			writeError(ctx, code, ledgerLostMessage, "nothing was taken, retry later")
+			return
+		}
 		s.errLog.Error("purchase failed on a dependency", "err", err)
 		writeError(ctx, code, dependencyOf(err, "a dependency"), " is unavailable; nothing was taken, retry later")
 	case "":
@@ -259,6 +263,10 @@ func (s *Server) writeEngineError(ctx *fasthttp.RequestCtx, err error, code engi
 		writeError(ctx, code, err.(*engine.Error).Message())
 	}
 }
+
+// ledgerLostMessage begins a 503's message while the cluster's ledger is
+// rebuilt (engine.ErrLedgerLost).
+const ledgerLostMessage = "the stock ledger is being rebuilt from the orders of record; "
 
 // dependencyOf names the dependency whose failure err is, for a 503's
 // message: the first error in the chain that says which (the circuit
