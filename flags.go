@@ -98,6 +98,7 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs.DurationVar(&k.Linger, "kafka-linger", k.Linger, "How long the producer waits to fill a batch; 0 sends at once (concurrent purchases still share batches while a request is in flight).")
 	batchBytes := fs.Int("kafka-batch-bytes", int(k.BatchBytes), "Largest producer batch per partition, bytes.")
 	fs.DurationVar(&k.Timeout, "kafka-produce-timeout", k.Timeout, "Produce deadline: without an ack by then the purchase gets 503 and its claim is undone.")
+	fs.StringVar(&k.MaxVersion, "kafka-max-version", k.MaxVersion, "Cap the Kafka protocol to the versions of this Kafka release (e.g. 2.0.0), for brokers that announce versions they cannot serve, such as librdkafka's mock cluster; empty negotiates.")
 	fs.StringVar(&k.Group, "kafka-group", k.Group, "Consumer group of the writers (and whose offsets the claim reconciler watches).")
 	fs.DurationVar(&cfg.Writer.SessionTimeout, "kafka-session-timeout", cfg.Writer.SessionTimeout, "Writer role: how long the group waits for a writer that stopped heartbeating (killed) before its partitions move to another. Brokers bound it (group.min.session.timeout.ms, 6s by default).")
 	fs.IntVar(&cfg.Writer.MaxBatch, "writer-batch", cfg.Writer.MaxBatch, "Writer role: most records handled (and rows inserted) per batch.")

@@ -7,6 +7,8 @@
 package e2e
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -17,6 +19,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -99,10 +102,91 @@ func startDevBroker(t *testing.T) string {
 // with a dev broker and an order database (its DSN is returned too) of the
 // test's own.
 func clusterArgs(t *testing.T, redisAddr string) (args []string, dsn string) {
+	return clusterArgsOn(t, redisAddr, startDevBroker(t))
+}
+
+// clusterArgsOn is clusterArgs on the Kafka at brokers.
+func clusterArgsOn(t *testing.T, redisAddr, brokers string) (args []string, dsn string) {
 	t.Helper()
 	dsn = mysqltest.DSN(t)
-	return []string{"-redis", redisAddr, "-kafka", startDevBroker(t), "-mysql", dsn,
+	return []string{"-redis", redisAddr, "-kafka", brokers, "-mysql", dsn,
 		"-kafka-partitions", "4", "-order-tables", "8", "-kafka-produce-timeout", "1s"}, dsn
+}
+
+// startRdkafkaMock runs librdkafka's mock cluster (testdata/mockcluster.c,
+// compiled here against the system's librdkafka) with topics
+// ("name:partitions"), and returns its bootstrap servers. Without
+// librdkafka-dev and gcc the test is skipped, and fails under CI (.ci/run
+// installs them).
+func startRdkafkaMock(t *testing.T, topics ...string) string {
+	t.Helper()
+	mockOnce.Do(func() {
+		flags, err := exec.Command("pkg-config", "--cflags", "--libs", "rdkafka").Output()
+		if err != nil {
+			mockErr = fmt.Errorf("librdkafka-dev is not installed (pkg-config rdkafka: %v)", err)
+			return
+		}
+		mockBin = filepath.Join(filepath.Dir(binary), "mockcluster")
+		args := append([]string{"-o", mockBin, "testdata/mockcluster.c"}, strings.Fields(string(flags))...)
+		if out, err := exec.Command("gcc", args...).CombinedOutput(); err != nil {
+			mockErr = fmt.Errorf("cannot build the librdkafka mock cluster: %v\n%s", err, out)
+		}
+	})
+	if mockErr != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal(mockErr)
+		}
+		t.Skip(mockErr)
+	}
+	cmd := exec.Command(mockBin, topics...)
+	stdin, err := cmd.StdinPipe() // the mock runs until its stdin closes
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if testing.Verbose() {
+		cmd.Stderr = os.Stderr
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stdin.Close(); cmd.Process.Kill(); cmd.Wait() })
+	line, err := bufio.NewReader(stdout).ReadString('\n')
+	if err != nil {
+		t.Fatalf("the mock cluster did not print its brokers: %v", err)
+	}
+	return strings.TrimSpace(line)
+}
+
+var (
+	mockOnce sync.Once
+	mockBin  string
+	mockErr  error
+)
+
+// kcat runs kcat (librdkafka's command-line client) with stdin and returns
+// its output; skipped without it, failed under CI.
+func kcat(t *testing.T, stdin []byte, args ...string) []byte {
+	t.Helper()
+	bin, err := exec.LookPath("kcat")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("kcat is not installed; .ci/run installs it")
+		}
+		t.Skip("kcat is not installed")
+	}
+	cmd := exec.Command(bin, args...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("kcat %v: %v\n%s", args, err, stderr.String())
+	}
+	return out
 }
 
 // ownRedis starts a redis-server of the test's own on port, so that it can

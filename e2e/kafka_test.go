@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -14,19 +15,38 @@ import (
 )
 
 // TestClusterThroughKafka runs the whole cluster as processes: a Redis of
-// the test's own, the dev broker, the real MariaDB, two edge nodes and a
-// writer. Mid-sale the writer is killed with SIGKILL and restarted, and
-// one edge node is killed with SIGKILL while it has purchases between
-// their claim and their ack. Afterwards: every 201 is a row in MySQL with
-// the same fields and status persisted, nobody holds two units, no units
-// are stranded (the dead node's leases and pending claims are settled),
-// and the surviving node sells the rest: exactly the stock, once.
+// the test's own, a Kafka, the real MariaDB, two edge nodes and a writer.
+// Mid-sale the writer is killed with SIGKILL and restarted, and one edge
+// node is killed with SIGKILL while it has purchases between their claim
+// and their ack. Afterwards: every 201 is a row in MySQL with the same
+// fields and status persisted, nobody holds two units, no units are
+// stranded (the dead node's leases and pending claims are settled), and the
+// surviving node sells the rest: exactly the stock, once.
+//
+// Kafka is the dev broker (franz-go's kfake), then librdkafka's mock
+// cluster, a second implementation none of our code depends on, with kcat
+// (librdkafka too) reading the orders topic and the dead letters as an
+// independent client: every row in MySQL is a record in the topic, and a
+// record kcat wrote that is no order is dead-lettered with its reason.
 func TestClusterThroughKafka(t *testing.T) {
+	t.Run("devbroker", func(t *testing.T) { clusterThroughKafka(t, startDevBroker(t), nil) })
+	t.Run("librdkafka-mock", func(t *testing.T) {
+		brokers := startRdkafkaMock(t, "flashsale.orders:4", "flashsale.orders.dlq:4")
+		// The mock (librdkafka 2.0) answers ApiVersions v3+ and ListOffsets
+		// v4+ in forms franz-go cannot read: Kafka 2.0's versions it can.
+		clusterThroughKafka(t, brokers, []string{"-kafka-max-version", "2.0.0"})
+	})
+}
+
+func clusterThroughKafka(t *testing.T, kafka string, kafkaFlags []string) {
 	redisPort := freePort(t)
 	redisAddr := fmt.Sprintf("127.0.0.1:%d", redisPort)
 	ownRedis(t, redisPort)
-	common, dsn := clusterArgs(t, redisAddr)
-	common = append(common, "-node-ttl", "1s", "-reconcile-interval", "200ms", "-kafka-session-timeout", "6s", "-max-lease", "8")
+	common, dsn := clusterArgsOn(t, redisAddr, kafka)
+	common = append(append(common, kafkaFlags...), "-node-ttl", "1s", "-reconcile-interval", "200ms", "-kafka-session-timeout", "6s", "-max-lease", "8")
+	if kafkaFlags != nil { // an independent client writes poison into the orders topic
+		kcat(t, []byte("not an order\n"), "-b", kafka, "-P", "-t", "flashsale.orders", "-k", "poison")
+	}
 	writer := startWriter(t, common)
 	var nodes []*proc
 	for id := 1; id <= 2; id++ {
@@ -153,5 +173,20 @@ func TestClusterThroughKafka(t *testing.T) {
 	}
 	if a := balanced(); a.Claimed != stock || a.Pending != 0 || a.Remaining != 0 {
 		t.Fatalf("ledger at the end: %+v", a)
+	}
+	if kafkaFlags == nil {
+		return
+	}
+	// kcat's view: every row is a record of the orders topic, keyed by its
+	// user, with its order id in a header; the poison is a dead letter.
+	records := string(kcat(t, nil, "-b", kafka, "-C", "-t", "flashsale.orders", "-o", "beginning", "-e", "-q", "-f", "%k|%h\n"))
+	for _, r := range rows {
+		if !strings.Contains(records, r.UserID+"|order_id="+strconv.FormatUint(r.ID, 10)) {
+			t.Fatalf("row %+v is not a record kcat reads in the orders topic", r)
+		}
+	}
+	dead := string(kcat(t, nil, "-b", kafka, "-C", "-t", "flashsale.orders.dlq", "-o", "beginning", "-e", "-q", "-f", "%k|%h\n"))
+	if !strings.Contains(dead, "poison|") || !strings.Contains(dead, "reason=undecodable") {
+		t.Fatalf("the poison is not a dead letter with its reason; kcat reads the dead letters as:\n%s", dead)
 	}
 }

@@ -185,13 +185,13 @@ type timedRecord struct {
 	p *phases
 }
 
-func (r timedRecord) Tally(ctx context.Context, it engine.Item, since time.Time) (ledger.Tally, error) {
+func (r timedRecord) Tallies(ctx context.Context, items []engine.Item, since time.Time) ([]ledger.Tally, error) {
 	start := time.Now()
 	if r.p.firstTally.IsZero() {
 		r.p.firstTally = start
 	}
 	defer func() { r.p.tally += time.Since(start) }()
-	return r.Store.Tally(ctx, it, since)
+	return r.Store.Tallies(ctx, items, since)
 }
 
 type timedLedger struct {

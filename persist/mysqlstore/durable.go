@@ -166,34 +166,50 @@ func (s *Store) Settled(ctx context.Context, orders []*engine.Order) (aborted, s
 	return aborted, stored, rows.Err()
 }
 
-// Tally reads what the stored orders say of item it: units sold, units by
-// user, and the orders with a request id made since since (the idempotency
-// window), by reading every order table once.
-func (s *Store) Tally(ctx context.Context, it engine.Item, since time.Time) (ledger.Tally, error) {
-	t := ledger.Tally{Item: it, Holdings: map[string]int64{}}
+// Tallies reads what the stored orders say of each of items: units sold,
+// units by user, and the orders with a request id made since since (the
+// idempotency window). It reads every order table once, whatever the number
+// of items (a rebuild's cost is the orders', not orders x items).
+func (s *Store) Tallies(ctx context.Context, items []engine.Item, since time.Time) ([]ledger.Tally, error) {
+	out := make([]ledger.Tally, len(items))
+	byID := make(map[string]*ledger.Tally, len(items))
+	for i, it := range items {
+		out[i] = ledger.Tally{Item: it, Holdings: map[string]int64{}}
+		byID[it.ID] = &out[i]
+	}
 	first := engine.FirstOrderIDAt(since)
 	for i := 0; i < s.tables; i++ {
-		rows, err := s.db.QueryContext(ctx, "SELECT "+orderColumns+" FROM "+tableName(i)+" WHERE item_id = ?", it.ID)
-		if err != nil {
-			return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
-		}
-		for rows.Next() {
-			o, err := scanOrder(rows)
-			if err != nil {
-				rows.Close()
-				return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
-			}
-			t.Sold += o.Quantity
-			t.Holdings[o.UserID] += o.Quantity
-			if o.RequestID != "" && o.ID >= first {
-				o.Status = engine.Accepted // the first answer said accepted
-				t.Recent = append(t.Recent, o)
-			}
-		}
-		rows.Close()
-		if err := rows.Err(); err != nil {
-			return t, fmt.Errorf("mysqlstore: cannot tally %q: %w", it.ID, err)
+		if err := s.tallyTable(ctx, tableName(i), byID, first); err != nil {
+			return nil, err
 		}
 	}
-	return t, nil
+	return out, nil
+}
+
+func (s *Store) tallyTable(ctx context.Context, table string, byID map[string]*ledger.Tally, first uint64) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+orderColumns+" FROM "+table)
+	if err != nil {
+		return fmt.Errorf("mysqlstore: cannot tally %s: %w", table, err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return fmt.Errorf("mysqlstore: cannot tally %s: %w", table, err)
+		}
+		t := byID[o.ItemID]
+		if t == nil {
+			continue // an item with no definition of record: nothing to rebuild
+		}
+		t.Sold += o.Quantity
+		t.Holdings[o.UserID] += o.Quantity
+		if o.RequestID != "" && o.ID >= first {
+			o.Status = engine.Accepted // the first answer said accepted
+			t.Recent = append(t.Recent, o)
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("mysqlstore: cannot tally %s: %w", table, err)
+	}
+	return nil
 }

@@ -95,3 +95,62 @@ func TestMigration(t *testing.T) {
 		t.Fatalf("another table count: %v", err)
 	}
 }
+
+// TestDurable: what is of record beside the orders. Items read back as
+// saved; the generation is started once and set by a rebuild; Settled tells
+// aborted from stored; Tallies counts each item's units, users and recent
+// request ids in one pass over the tables.
+func TestDurable(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, mysqltest.DSN(t), 4)
+	a := engine.Item{ID: "a", Name: "A", PriceCents: 100, Stock: 10, PerUserLimit: 2, StartsAt: time.UnixMilli(1_800_000_000_000).UTC()}
+	b := engine.Item{ID: "b", Name: "B", PriceCents: 5, Stock: 3, PerUserLimit: 1, Ended: true}
+	for _, it := range []engine.Item{a, b, a} {
+		if err := s.SaveItem(ctx, it); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if items, err := s.Items(ctx); err != nil || len(items) != 2 || items[0] != a || items[1] != b {
+		t.Fatalf("items: %+v %v", items, err)
+	}
+	if g, err := s.StartGeneration(ctx, "g1"); err != nil || g != "g1" {
+		t.Fatalf("first generation: %q %v", g, err)
+	}
+	if g, err := s.StartGeneration(ctx, "g2"); err != nil || g != "g1" {
+		t.Fatalf("a second start must keep the first: %q %v", g, err)
+	}
+	if err := s.SetGeneration(ctx, "g3"); err != nil {
+		t.Fatal(err)
+	}
+	if g, _ := s.Generation(ctx); g != "g3" {
+		t.Fatalf("generation after a rebuild: %q", g)
+	}
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	recent := engine.FirstOrderIDAt(now)
+	os := []*engine.Order{
+		{ID: 1, ItemID: "a", UserID: "u1", Quantity: 2, PriceCents: 200, RequestID: "old", CreatedAt: time.UnixMilli(1).UTC()},
+		{ID: recent + 1, ItemID: "a", UserID: "u2", Quantity: 1, PriceCents: 100, RequestID: "new", CreatedAt: now},
+		{ID: recent + 2, ItemID: "b", UserID: "u1", Quantity: 1, PriceCents: 5, CreatedAt: now},
+		{ID: recent + 3, ItemID: "gone", UserID: "u3", Quantity: 1, PriceCents: 5, CreatedAt: now},
+	}
+	if err := s.Write(ctx, os); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Abort(ctx, recent+9); err != nil {
+		t.Fatal(err)
+	}
+	aborted, stored, err := s.Settled(ctx, []*engine.Order{os[0], os[2], {ID: recent + 9, UserID: "u9"}, {ID: recent + 8, UserID: "u8"}})
+	if err != nil || len(aborted) != 1 || !aborted[recent+9] || len(stored) != 2 || !stored[1] || !stored[recent+2] {
+		t.Fatalf("settled: aborted %v stored %v %v", aborted, stored, err)
+	}
+	ts, err := s.Tallies(ctx, []engine.Item{a, b}, now.Add(-time.Minute))
+	if err != nil || len(ts) != 2 {
+		t.Fatalf("tallies: %+v %v", ts, err)
+	}
+	if ta := ts[0]; ta.Item != a || ta.Sold != 3 || ta.Holdings["u1"] != 2 || ta.Holdings["u2"] != 1 || len(ta.Recent) != 1 || ta.Recent[0].RequestID != "new" {
+		t.Fatalf("tally of a: %+v", ta)
+	}
+	if tb := ts[1]; tb.Sold != 1 || tb.Holdings["u1"] != 1 || len(tb.Recent) != 0 {
+		t.Fatalf("tally of b: %+v", tb)
+	}
+}

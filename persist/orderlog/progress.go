@@ -8,6 +8,7 @@ import (
 	"github.com/twmb/franz-go/pkg/kadm"
 	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"github.com/twmb/franz-go/pkg/kmsg"
 )
 
 // Progress reads, from the brokers, where the orders topic ends and how far
@@ -54,9 +55,24 @@ func (p *Progress) EndOffsets(ctx context.Context) (map[int32]int64, error) {
 }
 
 // Committed are the writers' committed offsets on the orders topic, by
-// partition; a partition (or a group) with no commit is absent.
+// partition; a partition (or a group) with no commit is absent. It asks for
+// the topic's partitions by name (OffsetFetch), which every broker answers
+// alike, rather than for all of the group's topics.
 func (p *Progress) Committed(ctx context.Context) (map[int32]int64, error) {
-	committed, err := p.adm.FetchOffsets(ctx, p.group)
+	topics, err := p.adm.ListTopics(ctx, p.topic)
+	if err != nil {
+		return nil, fmt.Errorf("orderlog: cannot read the topic's partitions: %w", err)
+	}
+	req := kmsg.NewPtrOffsetFetchRequest()
+	req.Group = p.group
+	rt := kmsg.NewOffsetFetchRequestTopic()
+	rt.Topic = p.topic
+	rt.Partitions = topics[p.topic].Partitions.Numbers()
+	req.Topics = append(req.Topics, rt)
+	resp, err := req.RequestWith(ctx, p.cl)
+	if err == nil {
+		err = kerr.ErrorForCode(resp.ErrorCode)
+	}
 	if errors.Is(err, kerr.GroupIDNotFound) {
 		return map[int32]int64{}, nil // a group that does not exist yet has committed nothing
 	}
@@ -64,11 +80,13 @@ func (p *Progress) Committed(ctx context.Context) (map[int32]int64, error) {
 		return nil, fmt.Errorf("orderlog: cannot fetch the writers' offsets: %w", err)
 	}
 	out := map[int32]int64{}
-	committed.Each(func(o kadm.OffsetResponse) {
-		if o.Topic == p.topic && o.Err == nil && o.At >= 0 {
-			out[o.Partition] = o.At
+	for _, t := range resp.Topics {
+		for _, part := range t.Partitions {
+			if t.Topic == p.topic && part.ErrorCode == 0 && part.Offset >= 0 {
+				out[part.Partition] = part.Offset
+			}
 		}
-	})
+	}
 	return out, nil
 }
 

@@ -48,7 +48,7 @@ type Record interface {
 	Generation(ctx context.Context) (string, error)
 	SetGeneration(ctx context.Context, g string) error
 	Items(ctx context.Context) ([]engine.Item, error)
-	Tally(ctx context.Context, it engine.Item, since time.Time) (ledger.Tally, error)
+	Tallies(ctx context.Context, items []engine.Item, since time.Time) ([]ledger.Tally, error)
 }
 
 // RebuildOptions configures a rebuild.
@@ -138,11 +138,12 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 	}
 	res := RebuildResult{Generation: next}
 	now := o.Now()
-	for _, it := range items {
-		t, err := o.Record.Tally(ctx, it, now.Add(-o.Window))
-		if err != nil {
-			return res, err
-		}
+	tallies, err := o.Record.Tallies(ctx, items, now.Add(-o.Window))
+	if err != nil {
+		return res, err
+	}
+	for _, t := range tallies {
+		it := t.Item
 		if err := o.Catalog.SaveItem(ctx, it); err != nil {
 			return res, err
 		}

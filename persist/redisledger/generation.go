@@ -139,7 +139,7 @@ func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
 	cmds := rueidis.Commands{l.c.B().Set().Key(l.generationKey()).Value(ledger.Rebuilding + next).Build()}
 	for _, item := range items {
 		k := l.keys(item)
-		cmds = append(cmds, l.c.B().Del().Key(k.stock, k.leases, k.users, k.claims).Build())
+		cmds = append(cmds, l.c.B().Unlink().Key(k.stock, k.leases, k.users, k.claims).Build()) // freed in the background
 	}
 	cmds = append(cmds, l.c.B().Publish().Channel(l.channel()).Message("g|"+ledger.Rebuilding+next).Build())
 	for _, r := range l.c.DoMulti(ctx, cmds...) {
@@ -153,31 +153,59 @@ func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
 // Restore writes an item's ledger of generation gen from what its orders
 // of record say: the pool (total, remaining = total - sold, claimed = sold,
 // nothing pending or leased), the users' counts and the request ids of the
-// window with their first orders. The catalogue's definition is the
-// caller's (Catalog.SaveItem).
+// window with their first orders, in pipelined chunks (a million buyers is
+// a thousand HSETs of a thousand users), each chunk with its own deadline.
+// The pool goes last: nothing can be claimed before the rest is written.
+// The catalogue's definition is the caller's (Catalog.SaveItem).
 func (l *Ledger) Restore(ctx context.Context, t ledger.Tally, gen string, now time.Time) error {
-	ctx, cancel := context.WithTimeout(ctx, 30*l.timeout)
-	defer cancel()
 	k := l.keys(t.Item.ID)
-	remaining := max(t.Item.Stock-t.Sold, 0)
-	cmds := rueidis.Commands{l.c.B().Hset().Key(k.stock).FieldValue().FieldValue("total", strconv.FormatInt(t.Item.Stock, 10)).
-		FieldValue("remaining", strconv.FormatInt(remaining, 10)).FieldValue("claimed", strconv.FormatInt(t.Sold, 10)).
-		FieldValue("pending", "0").FieldValue("gen", gen).Build()}
-	for user, n := range t.Holdings {
-		cmds = append(cmds, l.c.B().Hset().Key(k.users).FieldValue().FieldValue(user, strconv.FormatInt(n, 10)).Build())
+	var cmds rueidis.Commands
+	flush := func(force bool) error {
+		if len(cmds) == 0 || !force && len(cmds) < restoreChunk {
+			return nil
+		}
+		ctx, cancel := context.WithTimeout(ctx, 10*l.timeout)
+		defer cancel()
+		for _, r := range l.c.DoMulti(ctx, cmds...) {
+			if err := r.Error(); err != nil {
+				return fmt.Errorf("redisledger: cannot restore item %q: %w", t.Item.ID, err)
+			}
+		}
+		cmds = cmds[:0]
+		return nil
+	}
+	users := l.c.B().Hset().Key(k.users).FieldValue()
+	n := 0
+	for user, q := range t.Holdings {
+		users = users.FieldValue(user, strconv.FormatInt(q, 10))
+		if n++; n%restoreFields == 0 || n == len(t.Holdings) {
+			cmds = append(cmds, users.Build())
+			users = l.c.B().Hset().Key(k.users).FieldValue()
+			if err := flush(false); err != nil {
+				return err
+			}
+		}
 	}
 	for _, o := range t.Recent {
 		if ttl := o.CreatedAt.Add(l.window).Sub(now); ttl > 0 {
 			cmds = append(cmds, l.c.B().Set().Key(k.reqKey(o.UserID, o.RequestID)).Value(encodeOrder(o)).PxMilliseconds(max(ttl.Milliseconds(), 1)).Build())
+			if err := flush(false); err != nil {
+				return err
+			}
 		}
 	}
-	for _, r := range l.c.DoMulti(ctx, cmds...) {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("redisledger: cannot restore item %q: %w", t.Item.ID, err)
-		}
-	}
-	return nil
+	remaining := max(t.Item.Stock-t.Sold, 0)
+	cmds = append(cmds, l.c.B().Hset().Key(k.stock).FieldValue().FieldValue("total", strconv.FormatInt(t.Item.Stock, 10)).
+		FieldValue("remaining", strconv.FormatInt(remaining, 10)).FieldValue("claimed", strconv.FormatInt(t.Sold, 10)).
+		FieldValue("pending", "0").FieldValue("gen", gen).Build())
+	return flush(true)
 }
+
+// A restore's chunks: users per HSET, commands per round trip.
+const (
+	restoreFields = 1000
+	restoreChunk  = 10000
+)
 
 // Activate ends a rebuild: the ledger's generation becomes gen, and every
 // node is told.

@@ -15,6 +15,7 @@ import (
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/enginetest"
 	"github.com/flashsale/flashsale/internal/redistest"
+	"github.com/flashsale/flashsale/ledger"
 )
 
 func client(t testing.TB) rueidis.Client { return redistest.Client(t) }
@@ -232,4 +233,40 @@ func scriptCalls(t *testing.T, c rueidis.Client) int64 {
 		}
 	}
 	return n
+}
+
+// Restore writes a large item in chunks: every user's count, every recent
+// request id (an old one is left out), then the pool of the generation.
+func TestRestoreInChunks(t *testing.T) {
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
+	ctx := context.Background()
+	l := New(c, 1, Options{Prefix: p, IdempotencyWindow: time.Minute, Generation: "g"})
+	now := time.Now().UTC().Truncate(time.Millisecond)
+	tally := ledger.Tally{Item: engine.Item{ID: "it", Stock: 5000}, Sold: 2500, Holdings: map[string]int64{}}
+	for i := range 2500 {
+		user := fmt.Sprint("u", i)
+		tally.Holdings[user] = 1
+		tally.Recent = append(tally.Recent, &engine.Order{ID: uint64(i + 1), ItemID: "it", UserID: user, Quantity: 1, RequestID: "r", CreatedAt: now})
+	}
+	tally.Recent = append(tally.Recent, &engine.Order{ID: 9999, ItemID: "it", UserID: "old", Quantity: 1, RequestID: "r", CreatedAt: now.Add(-time.Hour)})
+	if err := l.Restore(ctx, tally, "g", now); err != nil {
+		t.Fatal(err)
+	}
+	k := l.keys("it")
+	if n, err := c.Do(ctx, c.B().Hlen().Key(k.users).Build()).AsInt64(); err != nil || n != 2500 {
+		t.Fatalf("users restored: %d %v", n, err)
+	}
+	if n, err := c.Do(ctx, c.B().Exists().Key(k.reqKey("u2499", "r")).Build()).AsInt64(); err != nil || n != 1 {
+		t.Fatalf("the last recent request id: %d %v", n, err)
+	}
+	if n, _ := c.Do(ctx, c.B().Exists().Key(k.reqKey("old", "r")).Build()).AsInt64(); n != 0 {
+		t.Fatal("a request id past the window was restored")
+	}
+	if a, err := l.Audit(ctx, "it"); err != nil || a.Total != 5000 || a.Remaining != 2500 || a.Claimed != 2500 || !a.Balanced() {
+		t.Fatalf("pool: %+v %v", a, err)
+	}
+	if _, _, err := l.Lease(ctx, "it", 1); err != nil {
+		t.Fatalf("a lease of the restored generation: %v", err)
+	}
 }

@@ -60,6 +60,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	topic := fs.String("kafka-topic", orderlog.DefaultTopic, "topic of the orders")
 	group := fs.String("kafka-group", orderlog.DefaultGroup, "consumer group of the writers")
 	produceTimeout := fs.Duration("kafka-produce-timeout", orderlog.DefaultTimeout, "the edge nodes' produce deadline")
+	maxVersion := fs.String("kafka-max-version", "", "cap the Kafka protocol to this Kafka release's versions (the nodes' -kafka-max-version)")
 	wait := fs.Duration("wait", 30*time.Second, "reconcile: how long to wait for the writers to pass the checkpoint")
 	dsn := fs.String("mysql", "", "MySQL DSN: audit also counts the units stored in MySQL")
 	tables := fs.Int("order-tables", mysqlstore.DefaultTables, "order tables in MySQL")
@@ -84,7 +85,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fsctl: %v\n", err)
 		return 1
 	}
-	kcfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout}
+	kcfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout, MaxVersion: *maxVersion}
 	if fs.Arg(0) == "rebuild" {
 		if *kafka == "" || *dsn == "" {
 			fmt.Fprintln(stderr, "fsctl: rebuild needs -kafka and -mysql: the orders of record are there")

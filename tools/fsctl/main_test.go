@@ -52,16 +52,8 @@ func TestReconcileClaimsWithKafka(t *testing.T) {
 	c := redistest.Client(t)
 	p := redistest.Prefix(t, c)
 	dsn := mysqltest.DSN(t)
-	kf, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kf.Close()
-	broker := kf.ListenAddrs()[0]
+	broker := startKafka(t)
 	ctx := context.Background()
-	if err := orderlog.EnsureTopics(ctx, orderlog.Config{Brokers: []string{broker}, Partitions: 2}); err != nil {
-		t.Fatal(err)
-	}
 	l := redisledger.New(c, 3, redisledger.Options{Prefix: p, TrackClaims: true})
 	redisledger.NewCatalog(c, p, time.Second).SaveItem(ctx, engine.Item{ID: "it", Name: "x", Stock: 5, PerUserLimit: 1})
 	l.PutItem(ctx, "it", 5, false)
@@ -92,16 +84,8 @@ func TestRebuild(t *testing.T) {
 	c := redistest.Client(t)
 	p := redistest.Prefix(t, c)
 	dsn := mysqltest.DSN(t)
-	kf, err := kfake.NewCluster(kfake.NumBrokers(1))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer kf.Close()
-	broker := kf.ListenAddrs()[0]
+	broker := startKafka(t)
 	ctx := context.Background()
-	if err := orderlog.EnsureTopics(ctx, orderlog.Config{Brokers: []string{broker}, Partitions: 2}); err != nil {
-		t.Fatal(err)
-	}
 	db, err := mysqlstore.Open(ctx, mysqlstore.Options{DSN: dsn, Tables: 4})
 	if err != nil {
 		t.Fatal(err)
@@ -149,4 +133,19 @@ func TestRebuild(t *testing.T) {
 	if _, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 2, ItemID: "it", UserID: "a", Quantity: 1, CreatedAt: now}, 2); !errors.Is(err, engine.ErrLimitExceeded) {
 		t.Fatalf("a's third unit: %v, want the limit", err)
 	}
+}
+
+// startKafka runs kfake with the topics made, until the test ends.
+func startKafka(t *testing.T) string {
+	t.Helper()
+	kf, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(kf.Close)
+	broker := kf.ListenAddrs()[0]
+	if err := orderlog.EnsureTopics(context.Background(), orderlog.Config{Brokers: []string{broker}, Partitions: 2}); err != nil {
+		t.Fatal(err)
+	}
+	return broker
 }
