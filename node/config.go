@@ -49,10 +49,13 @@ type Config struct {
 
 	// Engine holds the engine's settings (Shards, NodeID,
 	// IdempotencyWindow, MaxLease); the node sets its dependencies.
-	Engine  engine.Options
-	Server  server.Options      // the HTTP front's limits, admission, identity, admin token
-	Store   sqlitestore.Options // the embedded order store (standalone)
-	Breaker circuit.Options     // the circuit breaker in front of each dependency
+	Engine engine.Options
+	Server server.Options      // the HTTP front's limits, admission, identity, admin token
+	Store  sqlitestore.Options // the embedded order store (standalone)
+	// CodesSecrets is where the secrets of redemption codes are
+	// (codes.LoadKeyring's <key id>:<path>,...); empty: no codes.
+	CodesSecrets string
+	Breaker      circuit.Options // the circuit breaker in front of each dependency
 
 	// Cluster mode: the shared ledger in Redis, orders through Kafka into
 	// MySQL.

@@ -15,6 +15,7 @@ import (
 	"github.com/sony/gobreaker/v2"
 
 	"github.com/flashsale/flashsale/circuit"
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/persist/kafkasink"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
@@ -138,10 +139,39 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		}
 		checks = append(checks, server.Check{Name: "ledger", Check: cl.guard.Ready})
 	}
-	if e.server, err = server.New(cfg.Server, eng, reader, checks, e.registry); err != nil {
+	var desk *codes.Desk
+	if store != nil {
+		if desk, err = e.codesDesk(ctx, store); err != nil {
+			return nil, err
+		}
+	}
+	if e.server, err = server.New(cfg.Server, eng, reader, desk, checks, e.registry); err != nil {
 		return nil, fmt.Errorf("cannot build the HTTP server: %w", err)
 	}
 	return e, nil
+}
+
+// codesDesk is the redemption desk of a standalone node: the secrets from
+// -codes-secret-file (none: codes are refused), the batches and the
+// redemptions from the store.
+func (e *Edge) codesDesk(ctx context.Context, store *sqlitestore.Store) (*codes.Desk, error) {
+	var keys *codes.Keyring
+	if e.cfg.CodesSecrets != "" {
+		var err error
+		if keys, err = codes.LoadKeyring(e.cfg.CodesSecrets); err != nil {
+			return nil, fmt.Errorf("cannot load the secrets of redemption codes (-codes-secret-file): %w", err)
+		}
+	}
+	batches, err := store.Batches(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the batches of codes: %w", err)
+	}
+	redeemed, err := store.Redemptions(ctx, keys)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the redemptions: %w", err)
+	}
+	slog.Info("redemption codes", "configured", keys != nil, "batches", len(batches), "redeemed", len(redeemed))
+	return codes.NewDesk(keys, store, batches, redeemed, nil), nil
 }
 
 // Serve serves the public and the admin listener until Stop, or until one

@@ -11,6 +11,7 @@ func (s *Server) adminHandler() fasthttp.RequestHandler {
 	r.DELETE("/api/v1/items/{id}", s.instrument("admin_item", s.deleteItem))
 	r.GET("/api/v1/items", s.instrument("admin_items", s.listItems))
 	r.GET("/api/v1/items/{id}", s.instrument("admin_item", s.getItem))
+	r.POST("/api/v1/codes/batches", s.instrument("admin_code_batches", s.createBatch))
 	s.adminRoutes(r)
 	return s.adminGate(r.Handler)
 }

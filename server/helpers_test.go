@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 )
@@ -45,6 +46,9 @@ func (c *controlSink) Append(ctx context.Context, o *engine.Order) error {
 	}
 	return c.Store.Append(ctx, o)
 }
+
+// testSecret signs the test server's redemption codes.
+var testSecret = []byte("a secret of the tests, 32 bytes!")
 
 type testServer struct {
 	t        testing.TB
@@ -81,7 +85,14 @@ func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) e
 	if c, ok := engSink.(interface{ Check(context.Context) error }); ok && wrap != nil {
 		checks = append(checks, Check{Name: "order store circuit", Check: c.Check})
 	}
-	srv, err := New(opts, eng, store, checks, prometheus.NewRegistry())
+	// Redemption codes, signed with key 1 (testSecret); the clock is the
+	// real one.
+	keys, err := codes.NewKeyring(map[uint8][]byte{1: testSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	desk := codes.NewDesk(keys, store, nil, nil, nil)
+	srv, err := New(opts, eng, store, desk, checks, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -122,6 +122,7 @@ type edgeMetrics struct {
 	connsRefused prometheus.Counter
 	limited      [4]prometheus.Counter // by admission.Limit
 	decisions    *prometheus.CounterVec
+	redeemed     *prometheus.CounterVec // redemption answers by outcome
 
 	stockTotal, stockLeft, sold, pending, auditDifference, idemEntries, inflight, clients *prometheus.Desc
 }
@@ -155,6 +156,10 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 	for _, c := range purchaseCodes {
 		m.byCode[c] = m.outcomes.WithLabelValues(string(c))
 	}
+	m.redeemed = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flashsale_code_redemptions_total",
+		Help: "Redemption answers by outcome: redeemed, replayed, guessing (refused before the check: too many invalid codes), or the error code.",
+	}, []string{"outcome"})
 	m.created = m.outcomes.WithLabelValues("created")
 	m.replayed = m.outcomes.WithLabelValues("replayed")
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -181,6 +186,7 @@ func (m *edgeMetrics) outcome(c engine.Code) {
 func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.outcomes.Describe(ch)
 	m.decisions.Describe(ch)
+	m.redeemed.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.auditDifference, m.idemEntries, m.inflight, m.clients} {
 		ch <- d
 	}
@@ -189,6 +195,7 @@ func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 func (m *edgeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.outcomes.Collect(ch)
 	m.decisions.Collect(ch)
+	m.redeemed.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(m.s.inflight.InUse()))
 	ch <- prometheus.MustNewConstMetric(m.clients, prometheus.GaugeValue, float64(m.s.limits.Clients()))
 	for _, v := range m.s.eng.Items() {

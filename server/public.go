@@ -33,6 +33,7 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 	r.POST("/api/v1/items/{id}/purchase", s.routePurchase)
 	r.GET("/api/v1/orders/{order_id}", s.instrument("order", s.getOrder))
 	r.GET("/api/v1/users/{user_id}/orders", s.instrument("user_orders", s.userOrders))
+	r.POST("/api/v1/codes/redeem", s.instrument("redeem", s.redeem))
 	s.health(r)
 	h := r.Handler
 	return func(ctx *fasthttp.RequestCtx) {

@@ -30,8 +30,12 @@ func statusOf(c engine.Code) int {
 	case engine.CodeItemNotFound, codeOrderNotFound, codeNotFound:
 		return fasthttp.StatusNotFound
 	case engine.CodeSoldOut, engine.CodeLimitExceeded, engine.CodeSaleNotStarted, engine.CodeSaleEnded,
-		engine.CodeRequestInProgress, engine.CodeStockBelowSold:
+		engine.CodeRequestInProgress, engine.CodeStockBelowSold, codeCodeUsed, codeBatchExists:
 		return fasthttp.StatusConflict
+	case codeInvalidCode:
+		return fasthttp.StatusBadRequest
+	case codeCodeExpired:
+		return fasthttp.StatusGone
 	case engine.CodeIdempotencyKeyReused:
 		return fasthttp.StatusUnprocessableEntity
 	case codeBodyTooLarge:

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/server/admission"
 )
@@ -48,7 +49,16 @@ type Options struct {
 	TrustedProxies []netip.Prefix    // peers whose X-Real-IP / X-Forwarded-For are believed
 
 	Identity Identity // where shoppers' user ids come from; default: the body
+
+	// InvalidCodesPerMinute limits the redemptions of codes that are not
+	// valid, per client IP and per user: a burst of invalidCodesBurst, then
+	// this many a minute; past it every redemption of theirs is 429. 0 is
+	// off.
+	InvalidCodesPerMinute float64
 }
+
+// invalidCodesBurst is the invalid codes a client may send at once.
+const invalidCodesBurst = 10
 
 // The defaults of Options.
 const (
@@ -64,6 +74,8 @@ const (
 	DefaultReadyTimeout     = time.Second
 	DefaultMaxQueueWait     = time.Millisecond // the command's; the zero Options waits not at all
 	InflightPerCPU          = 128
+	// DefaultInvalidCodesPerMinute is the command's limit of invalid codes.
+	DefaultInvalidCodesPerMinute = 10
 )
 
 // Defaults fills the zero fields of o.
@@ -94,9 +106,10 @@ func (o *Options) Defaults() {
 }
 
 // DefaultOptions are the command's defaults: those of Defaults, and a
-// shutdown delay, a queue wait and a JWT leeway (zero in the zero Options).
+// shutdown delay, a queue wait, a JWT leeway and a limit of invalid codes
+// (zero in the zero Options).
 func DefaultOptions() Options {
-	o := Options{ShutdownDelay: DefaultShutdownDelay, MaxQueueWait: DefaultMaxQueueWait}
+	o := Options{ShutdownDelay: DefaultShutdownDelay, MaxQueueWait: DefaultMaxQueueWait, InvalidCodesPerMinute: DefaultInvalidCodesPerMinute}
 	o.Limits.Warmup = admission.DefaultWarmup
 	o.Identity.JWTLeeway = DefaultJWTLeeway
 	o.Defaults()
@@ -111,8 +124,8 @@ func (o Options) Validate() error {
 	if o.MaxBodySize < 64 || o.MaxAdminBodySize < 64 || o.MaxHeaderSize < 1024 || o.MaxConns < 1 {
 		bad("-max-body-size >= 64, -max-header-size >= 1024, -max-conns >= 1 and an admin body limit >= 64 are required")
 	}
-	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 {
-		bad("-max-conns-per-ip, -max-inflight and -max-queue-wait must not be negative")
+	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 || o.InvalidCodesPerMinute < 0 {
+		bad("-max-conns-per-ip, -max-inflight, -max-queue-wait and -codes-invalid-per-minute must not be negative")
 	}
 	if o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.IdleTimeout <= 0 || o.ReadyTimeout <= 0 {
 		bad("-read-timeout, -write-timeout, -idle-timeout and the readiness timeout must be positive")
@@ -146,8 +159,10 @@ type Check struct {
 // Server serves the public and the admin listener of an edge node.
 type Server struct {
 	*front
-	eng    *engine.Engine
-	orders OrderReader
+	eng     *engine.Engine
+	orders  OrderReader
+	codes   *codes.Desk        // redemption codes; nil answers 503 (not configured)
+	guesses *admission.Guesses // invalid codes per client and user; nil: unlimited
 
 	public, admin *fasthttp.Server
 	limits        *admission.Limits
@@ -161,7 +176,7 @@ type Server struct {
 // New builds a server. Its metrics are registered on reg, which /metrics
 // serves (with whatever else the caller registered there); /readyz asks
 // checks.
-func New(opts Options, eng *engine.Engine, orders OrderReader, checks []Check, reg *prometheus.Registry) (*Server, error) {
+func New(opts Options, eng *engine.Engine, orders OrderReader, desk *codes.Desk, checks []Check, reg *prometheus.Registry) (*Server, error) {
 	f, err := newFront(opts, checks, reg)
 	if err != nil {
 		return nil, err
@@ -170,6 +185,8 @@ func New(opts Options, eng *engine.Engine, orders OrderReader, checks []Check, r
 		front:       f,
 		eng:         eng,
 		orders:      orders,
+		codes:       desk,
+		guesses:     admission.NewGuesses(f.opts.InvalidCodesPerMinute, invalidCodesBurst, f.opts.Limits.MaxIPs),
 		limits:      admission.NewLimits(f.opts.Limits, time.Now()),
 		inflight:    admission.NewInflight(f.opts.MaxInflight, f.opts.MaxQueueWait),
 		stopJanitor: make(chan struct{}),
@@ -218,6 +235,7 @@ func (s *Server) janitor() {
 			return
 		case now := <-t.C:
 			s.limits.Sweep(now)
+			s.guesses.Sweep(now)
 		}
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	_ "modernc.org/sqlite" // registers the "sqlite" driver
 
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 )
 
@@ -79,10 +80,13 @@ type Store struct {
 }
 
 type batch struct {
-	orders []*engine.Order
-	done   chan struct{} // closed when err is set
-	err    error
+	orders      []*engine.Order
+	redemptions []*codes.Redemption
+	done        chan struct{} // closed when err is set
+	err         error
 }
+
+func (b *batch) size() int { return len(b.orders) + len(b.redemptions) }
 
 func newBatch() *batch { return &batch{done: make(chan struct{})} }
 
@@ -145,6 +149,21 @@ CREATE TABLE IF NOT EXISTS orders (
 );
 CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id DESC);
 CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL); -- Check's write
+CREATE TABLE IF NOT EXISTS code_batches (
+	number      INTEGER PRIMARY KEY, -- what the codes carry
+	name        TEXT NOT NULL UNIQUE,
+	key_id      INTEGER NOT NULL,
+	count       INTEGER NOT NULL,
+	value_cents INTEGER NOT NULL,
+	expires_at  INTEGER              -- unix seconds, NULL for none
+);
+CREATE TABLE IF NOT EXISTS redemptions (
+	batch       INTEGER NOT NULL,
+	serial      INTEGER NOT NULL,
+	user_id     TEXT NOT NULL,
+	redeemed_at INTEGER NOT NULL,    -- unix milliseconds
+	PRIMARY KEY (batch, serial)
+);
 `
 
 func lockDir(dir string) (*os.File, error) {
@@ -181,7 +200,13 @@ func (s *Store) Append(_ context.Context, o *engine.Order) error {
 	}
 	b := s.open
 	b.orders = append(b.orders, o)
-	if len(b.orders) >= s.opts.MaxBatch {
+	return s.wait(b)
+}
+
+// wait seals b when full, wakes the writer and waits for b's commit. The
+// caller holds mu, which wait releases.
+func (s *Store) wait(b *batch) error {
+	if b.size() >= s.opts.MaxBatch {
 		s.sealed = append(s.sealed, b)
 		s.open = newBatch()
 	}
@@ -207,7 +232,7 @@ func (s *Store) writer() {
 				}
 				break
 			}
-			b.err = s.commit(b.orders)
+			b.err = s.commit(b.orders, b.redemptions)
 			close(b.done)
 		}
 	}
@@ -222,7 +247,7 @@ func (s *Store) take() (b *batch, closing bool) {
 		b = s.sealed[0]
 		s.sealed[0] = nil
 		s.sealed = s.sealed[1:]
-	case len(s.open.orders) > 0:
+	case s.open.size() > 0:
 		b = s.open
 		s.open = newBatch()
 	}
@@ -235,15 +260,16 @@ const rowsPerInsert = 128
 
 const insertHead = "INSERT INTO orders (id, item_id, user_id, quantity, price_cents, request_id, created_at) VALUES "
 
-// commit writes orders in one transaction, durable when it returns nil.
-func (s *Store) commit(orders []*engine.Order) (err error) {
-	start, count := time.Now(), len(orders)
+// commit writes orders and redemptions in one transaction, durable when it
+// returns nil.
+func (s *Store) commit(orders []*engine.Order, redemptions []*codes.Redemption) (err error) {
+	start, count := time.Now(), len(orders)+len(redemptions)
 	defer func() {
 		s.commitSeconds.Observe(time.Since(start).Seconds())
 		s.batchSize.Observe(float64(count))
 		if err != nil {
 			s.commitErrors.Inc()
-			err = fmt.Errorf("cannot commit %d orders to the order store: %w", count, err)
+			err = fmt.Errorf("cannot commit %d orders and redemptions to the order store: %w", count, err)
 			s.lastErr.Store(&err)
 		} else {
 			s.lastErr.Store(nil)
@@ -281,6 +307,12 @@ func (s *Store) commit(orders []*engine.Order) (err error) {
 			return err
 		}
 		orders = orders[n:]
+	}
+	for _, r := range redemptions {
+		if _, err := tx.Exec(`INSERT INTO redemptions (batch, serial, user_id, redeemed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			r.Number, r.Serial, r.UserID, r.At.UnixMilli()); err != nil {
+			return err
+		}
 	}
 	return tx.Commit()
 }

@@ -73,6 +73,21 @@ func (b *Bucket) Allow(now time.Time) (bool, time.Duration) {
 	}
 }
 
+// Ready reports whether a token is there at now, without taking it, and
+// otherwise the time until there will be one.
+func (b *Bucket) Ready(now time.Time) (bool, time.Duration) {
+	if b == nil || b.rate <= 0 {
+		return true, 0
+	}
+	t := now.UnixNano()
+	interval := int64(float64(time.Second) / b.rateAt(t))
+	tau := int64((b.burst - 1) * float64(interval))
+	if at := max(b.tat.Load(), t); at-t > tau {
+		return false, time.Duration(at - t - tau)
+	}
+	return true, 0
+}
+
 // RetryAfter turns a wait into the whole seconds of a Retry-After header,
 // at least 1.
 func RetryAfter(wait time.Duration) int {

@@ -2,7 +2,6 @@ package admission
 
 import (
 	"errors"
-	"hash/maphash"
 	"net/netip"
 	"sync"
 	"sync/atomic"
@@ -61,22 +60,8 @@ type Limits struct {
 	itemsMu sync.Mutex // guards the writes of items; reads are lock-free
 	items   atomic.Pointer[map[string]*Bucket]
 
-	ips [ipShards]ipShard
+	ips *Keyed[netip.Addr]
 }
-
-const ipShards = 64
-
-type ipShard struct {
-	mu sync.Mutex
-	m  map[netip.Addr]*ipBucket
-}
-
-type ipBucket struct {
-	*Bucket
-	last atomic.Int64 // ns of the last request
-}
-
-var seed = maphash.MakeSeed()
 
 // NewLimits returns the limits, cold at now.
 func NewLimits(o Options, now time.Time) *Limits {
@@ -89,7 +74,7 @@ func NewLimits(o Options, now time.Time) *Limits {
 	if o.IPIdle <= 0 {
 		o.IPIdle = DefaultIPIdle
 	}
-	l := &Limits{opts: o}
+	l := &Limits{opts: o, ips: NewKeyed[netip.Addr](o.IP, burstFor(o.IP), o.MaxIPs, o.IPIdle)}
 	if o.Global > 0 {
 		l.global = NewBucket(o.Global, burstFor(o.Global), o.Warmup, now)
 	}
@@ -103,7 +88,7 @@ func (l *Limits) Allow(ip netip.Addr, now time.Time) (Limit, time.Duration) {
 		return Global, wait
 	}
 	if l.opts.IP > 0 {
-		if ok, wait := l.ipBucket(ip, now).Allow(now); !ok {
+		if ok, wait := l.ips.Get(ip, now).Allow(now); !ok {
 			return IP, wait
 		}
 	}
@@ -150,73 +135,11 @@ func (l *Limits) Rewarm(item string, now time.Time) {
 	}
 }
 
-func (l *Limits) ipBucket(ip netip.Addr, now time.Time) *ipBucket {
-	sh := &l.ips[maphash.Comparable(seed, ip)%ipShards]
-	sh.mu.Lock()
-	b := sh.m[ip]
-	if b == nil {
-		if sh.m == nil {
-			sh.m = make(map[netip.Addr]*ipBucket)
-		}
-		if len(sh.m) >= max(1, l.opts.MaxIPs/ipShards) {
-			sh.evict(now, l.opts.IPIdle)
-		}
-		// A new client starts warm: the warm-up protects the server, and a
-		// client that comes back after eviction must not be punished.
-		b = &ipBucket{Bucket: NewBucket(l.opts.IP, burstFor(l.opts.IP), 0, now)}
-		sh.m[ip] = b
-	}
-	sh.mu.Unlock()
-	b.last.Store(now.UnixNano())
-	return b
-}
-
-// evict makes room in a full shard: the idle clients, or else one.
-func (sh *ipShard) evict(now time.Time, idle time.Duration) {
-	if sh.dropIdle(now.Add(-idle).UnixNano()) > 0 {
-		return
-	}
-	for ip := range sh.m { // no idle client: drop an arbitrary one
-		delete(sh.m, ip)
-		return
-	}
-}
-
 // Sweep forgets clients idle longer than IPIdle.
-func (l *Limits) Sweep(now time.Time) {
-	cut := now.Add(-l.opts.IPIdle).UnixNano()
-	for i := range l.ips {
-		sh := &l.ips[i]
-		sh.mu.Lock()
-		sh.dropIdle(cut)
-		sh.mu.Unlock()
-	}
-}
-
-// dropIdle forgets the clients silent since before cut (ns) and says how
-// many. The caller holds sh.mu.
-func (sh *ipShard) dropIdle(cut int64) int {
-	n := 0
-	for ip, b := range sh.m {
-		if b.last.Load() < cut {
-			delete(sh.m, ip)
-			n++
-		}
-	}
-	return n
-}
+func (l *Limits) Sweep(now time.Time) { l.ips.Sweep(now) }
 
 // Clients is the number of clients the per-IP limit tracks.
-func (l *Limits) Clients() int {
-	n := 0
-	for i := range l.ips {
-		sh := &l.ips[i]
-		sh.mu.Lock()
-		n += len(sh.m)
-		sh.mu.Unlock()
-	}
-	return n
-}
+func (l *Limits) Clients() int { return l.ips.Len() }
 
 // TrackedItems is the number of items the per-item limit tracks.
 func (l *Limits) TrackedItems() int { return len(*l.items.Load()) }

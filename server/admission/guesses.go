@@ -1,0 +1,63 @@
+package admission
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Guesses limits the failed attempts at something a client could guess (a
+// redemption code): per client IP and per user, a burst of failures, then
+// one per refill interval. A client over either limit is refused every
+// attempt, right or wrong, until its bucket refills: guessing costs the
+// guesser, and the check that would answer it is never run.
+type Guesses struct {
+	ips   *Keyed[netip.Addr]
+	users *Keyed[string]
+}
+
+// NewGuesses allows burst failures, refilled at perMinute, per IP and per
+// user, tracking at most maxKeys of each. perMinute <= 0 turns it off (nil).
+func NewGuesses(perMinute float64, burst int, maxKeys int) *Guesses {
+	if perMinute <= 0 {
+		return nil
+	}
+	rate := perMinute / 60
+	return &Guesses{ips: NewKeyed[netip.Addr](rate, float64(max(burst, 1)), maxKeys, 10*time.Minute),
+		users: NewKeyed[string](rate, float64(max(burst, 1)), maxKeys, 10*time.Minute)}
+}
+
+// Blocked says whether ip or user (empty: none) is over its limit of
+// failures, and how long until it is not.
+func (g *Guesses) Blocked(ip netip.Addr, user string, now time.Time) (bool, time.Duration) {
+	if g == nil {
+		return false, 0
+	}
+	if ok, wait := g.ips.Get(ip, now).Ready(now); !ok {
+		return true, wait
+	}
+	if user != "" {
+		if ok, wait := g.users.Get(user, now).Ready(now); !ok {
+			return true, wait
+		}
+	}
+	return false, 0
+}
+
+// Failed counts a failed attempt of ip and user.
+func (g *Guesses) Failed(ip netip.Addr, user string, now time.Time) {
+	if g == nil {
+		return
+	}
+	g.ips.Get(ip, now).Allow(now)
+	if user != "" {
+		g.users.Get(user, now).Allow(now)
+	}
+}
+
+// Sweep forgets the clients idle for ten minutes.
+func (g *Guesses) Sweep(now time.Time) {
+	if g != nil {
+		g.ips.Sweep(now)
+		g.users.Sweep(now)
+	}
+}
