@@ -173,6 +173,16 @@ func NewSink(name string, inner engine.OrderSink, o Options) *Sink {
 	return &Sink{Breaker: NewBreaker(name, o), inner: inner}
 }
 
+// Stands passes on to the sink, if it keeps failed orders
+// (engine.StandingSink), that o stands after all; it is never refused by
+// the breaker (it undoes a refusal).
+func (s *Sink) Stands(ctx context.Context, o *engine.Order) error {
+	if st, ok := s.inner.(engine.StandingSink); ok {
+		return st.Stands(ctx, o)
+	}
+	return nil
+}
+
 // Append passes o to the sink unless the circuit is open.
 func (s *Sink) Append(ctx context.Context, o *engine.Order) error {
 	return s.Call(func() error { return s.inner.Append(ctx, o) })

@@ -134,6 +134,9 @@ func TestSinkFailureOutcomes(t *testing.T) {
 	if again, replayed, _ := e.Purchase(ctx, engine.PurchaseRequest{ItemID: "it", UserID: "b", RequestID: "rb", Quantity: 1}); again != o || !replayed {
 		t.Fatal("a purchase stored after all is not replayed")
 	}
+	if st := sink.Standing(); len(st) != 1 || st[0] != o.ID {
+		t.Fatalf("the sink was told %v stand after all, want [%d]", st, o.ID)
+	}
 
 	led.SetUnclaimErr(errors.New("redis down"))
 	if _, _, err := e.Purchase(ctx, engine.PurchaseRequest{ItemID: "it", UserID: "c", Quantity: 1}); engine.CodeOf(err) != engine.CodeUnavailable {

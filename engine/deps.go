@@ -79,6 +79,16 @@ type OrderSink interface {
 	Append(ctx context.Context, o *Order) error
 }
 
+// StandingSink is an OrderSink that keeps a record of the orders whose
+// Append failed (cluster mode: so that a record that lands later is refused
+// even where the ledger's tombstone was lost). Stands tells it that such an
+// order stands after all (ErrOrderStored: a writer stored it): its record
+// must not count as refused.
+type StandingSink interface {
+	OrderSink
+	Stands(ctx context.Context, o *Order) error
+}
+
 // Catalog keeps the item definitions: the embedded store, or Redis in
 // cluster mode, where every node changes the same catalogue.
 type Catalog interface {
@@ -87,6 +97,14 @@ type Catalog interface {
 	// second (through rueidis' client-side cache), so that an item created
 	// or changed on another node is sold here within a second.
 	Items(ctx context.Context) ([]Item, error)
+}
+
+// RecordedCatalog is a Catalog with a record outside the ledger (cluster
+// mode: MySQL): Recorded says whether an item was ever defined, so that an
+// item this node does not know is not taken for a new one.
+type RecordedCatalog interface {
+	Catalog
+	Recorded(ctx context.Context, id string) (bool, error)
 }
 
 // OrderStatus says how far an order has travelled.

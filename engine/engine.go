@@ -501,7 +501,11 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		if uerr := r.undo(ctx); !errors.Is(uerr, ErrOrderStored) {
 			return nil, false, errors.Join(unavailable("cannot store order", err), uerr)
 		}
-		// The record landed after all and a writer stored it: it stands.
+		// The record landed after all and a writer stored it: it stands,
+		// and the sink forgets that it failed.
+		if s, ok := e.sink.(StandingSink); ok {
+			s.Stands(ctx, o)
+		}
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)

@@ -119,10 +119,14 @@ func (e *Engine) ledgerLost() {
 // LedgerLost reports whether selling is stopped for a lost ledger.
 func (e *Engine) LedgerLost() bool { return e.lost.Load() }
 
-// Rebuilt resumes selling once the ledger was rebuilt from the orders of
-// record. The units in this node's shards were leased from the lost ledger,
-// and the rebuilt one counts them unsold in its pool: they are dropped, and
-// pools and claimed counts are learnt afresh.
+// Rebuilt prepares the engine to sell from a ledger rebuilt from the orders
+// of record; it still sells nothing until LedgerSound. The units in this
+// node's shards were leased from the lost ledger, and the rebuilt one
+// counts them unsold in its pool: they are dropped. Pools and claimed
+// counts are learnt afresh, and so are the winners (the caller learns the
+// request ids the rebuilt ledger holds before LedgerSound): one learnt from
+// the lost ledger may have been answered 503 after all, with no release
+// event to say so.
 func (e *Engine) Rebuilt() {
 	e.adminMu.Lock()
 	defer e.adminMu.Unlock()
@@ -132,5 +136,11 @@ func (e *Engine) Rebuilt() {
 		it.pool.Store(-1)
 		it.claimed.Store(-1)
 	}
-	e.lost.Store(false)
+	e.idem.forgetFinished()
+	e.lost.Store(true)
 }
+
+// LedgerSound resumes selling: after Rebuilt, or after a script's "lost"
+// answer turned out stale (the pools and the generation are sound; the
+// leased units stay).
+func (e *Engine) LedgerSound() { e.lost.Store(false) }

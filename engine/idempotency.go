@@ -161,6 +161,22 @@ func (w *idemWindow) unlearn(key []byte, id uint64) {
 	sh.mu.Unlock()
 }
 
+// forgetFinished drops every finished entry, keeping those in progress:
+// after the cluster's ledger was rebuilt, the winners are what it says.
+func (w *idemWindow) forgetFinished() {
+	for i := range w.shards {
+		sh := &w.shards[i]
+		sh.mu.Lock()
+		for k, e := range sh.m {
+			if e.order != nil {
+				delete(sh.m, k)
+			}
+		}
+		sh.fifo, sh.head = nil, 0
+		sh.mu.Unlock()
+	}
+}
+
 // sweep drops every expired entry.
 func (w *idemWindow) sweep(now time.Time) {
 	for i := range w.shards {

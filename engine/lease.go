@@ -52,7 +52,17 @@ func (e *Engine) refill(ctx context.Context, it *item, q int64) (bool, error) {
 // putPooledItem creates or updates an item whose units live in the pool.
 // The caller holds adminMu.
 func (e *Engine) putPooledItem(ctx context.Context, it *item, in Item) (ItemView, bool, error) {
-	if err := e.ledger.PutItem(ctx, in.ID, in.Stock, it != nil); err != nil {
+	exists := it != nil
+	if rec, ok := e.catalog.(RecordedCatalog); ok && !exists {
+		// This node may not know an item the cluster has (it missed its
+		// event): the catalogue of record says, so that a pool lost with
+		// Redis is never made again at full stock.
+		var err error
+		if exists, err = rec.Recorded(ctx, in.ID); err != nil {
+			return ItemView{}, false, unavailable("cannot read the catalogue of record", err)
+		}
+	}
+	if err := e.ledger.PutItem(ctx, in.ID, in.Stock, exists); err != nil {
 		switch {
 		case errors.Is(err, ErrStockBelowSold):
 			return ItemView{}, false, ErrStockBelowSold

@@ -193,6 +193,13 @@ type Pools interface {
 	Audit(ctx context.Context, item string) (Audit, error)
 }
 
+// PoolState is what a guard reads of an item's pool: its generation (""
+// when the pool is gone) and its claim sequence, which only grows.
+type PoolState struct {
+	Gen string
+	Seq int64
+}
+
 // Tally is what the orders of record say of an item, from which a lost
 // ledger is rebuilt: sold is every unit in a stored order, what is left of
 // the stock is total - sold, the users hold what their orders hold, and the
@@ -202,4 +209,7 @@ type Tally struct {
 	Sold     int64
 	Holdings map[string]int64 // units by user
 	Recent   []*engine.Order  // orders with a request id, within the window
+	// Seq is the highest claim sequence of the item seen before the loss
+	// (the marks of record): the rebuilt pool counts on from above it.
+	Seq int64
 }

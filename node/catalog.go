@@ -28,8 +28,14 @@ func (c recordedCatalog) Items(ctx context.Context) ([]engine.Item, error) {
 	return c.shared.Items(ctx)
 }
 
+func (c recordedCatalog) Recorded(ctx context.Context, id string) (bool, error) {
+	return c.record.Recorded(ctx, id)
+}
+
 // all is what a node starts from: the definitions of record, and those only
-// Redis has (items created before their definitions were recorded).
+// Redis has (items created before their definitions were recorded, by an
+// earlier version), which it records now: a rebuild restores only what is
+// of record.
 func (c recordedCatalog) all(ctx context.Context) ([]engine.Item, error) {
 	items, err := c.record.Items(ctx)
 	if err != nil {
@@ -45,6 +51,9 @@ func (c recordedCatalog) all(ctx context.Context) ([]engine.Item, error) {
 	}
 	for _, it := range shared {
 		if !have[it.ID] {
+			if err := c.record.SaveItem(ctx, it); err != nil {
+				return nil, err
+			}
 			items = append(items, it)
 		}
 	}

@@ -746,3 +746,148 @@ func TestFailoverToALaggingReplica(t *testing.T) {
 		t.Fatalf("audit: %+v", a)
 	}
 }
+
+// A claim made just before Redis loses its data, whose produce then fails
+// (503): the other node learnt the winner from the claim's event, and no
+// release event can come. After the rebuild no node replays that order: a
+// retry is a purchase afresh, and every 201 is a row.
+func TestAbortedClaimIsNotReplayedAfterARebuild(t *testing.T) {
+	c := newCluster(t)
+	release := make(chan struct{})
+	var held atomic.Bool
+	e1, e2 := c.edge(1, 5), c.edge(2, 5)
+	c.writer(0)
+	time.Sleep(300 * time.Millisecond)
+	c.kf.ControlKey(int16(kmsg.Produce), func(kmsg.Request) (kmsg.Response, error, bool) {
+		if held.CompareAndSwap(false, true) {
+			c.kf.SleepControl(func() { <-release })
+		}
+		return nil, nil, false
+	})
+	done := make(chan error)
+	go func() { _, _, err := buy(e1, "u", "r"); done <- err }()
+	time.Sleep(300 * time.Millisecond) // the claim is made, and its event reached e2
+	redistest.Flush(redistest.Client(t), c.cfg.Redis.Prefix)
+	if err := <-done; !errors.Is(err, engine.ErrUnavailable) && !errors.Is(err, engine.ErrLedgerLost) {
+		t.Fatalf("the purchase whose produce failed: %v, want a 503", err)
+	}
+	close(release)
+	waitFor(t, "the rebuild", func() bool {
+		return promtest.Value(e1.registry, "flashsale_ledger_rebuilds_total")+promtest.Value(e2.registry, "flashsale_ledger_rebuilds_total") >= 1 &&
+			!e1.engine.LedgerLost() && !e2.engine.LedgerLost()
+	})
+	won := 0
+	for _, e := range []*Edge{e2, e1} {
+		_, replayed, err := buy(e, "u", "r")
+		switch {
+		case err == nil && replayed && won == 0:
+			t.Fatal("a replayed 201 of an order answered 503")
+		case err == nil && !replayed:
+			won++
+		}
+	}
+	if won != 1 {
+		t.Fatalf("the retries after the rebuild won %d orders, want one (the first answered 503)", won)
+	}
+	c.waitRows(1)
+}
+
+// A cluster of an earlier version (pools without a generation, items only
+// in Redis's catalogue, no generation of record) upgraded in place: the
+// first node records the items, one rebuild gives the ledger a generation,
+// and the sale goes on without a second.
+func TestUpgradeOfALedgerWithoutGeneration(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	rc := redistest.Client(t)
+	old := redisledger.New(rc, 0, c.cfg.ledgerOptions()) // Generation "": the earlier scripts
+	if err := old.PutItem(ctx, "it", 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := redisledger.NewCatalog(rc, c.cfg.Redis.Prefix, redisledger.DefaultCacheTTL).SaveItem(ctx,
+		engine.Item{ID: "it", Name: "x", PriceCents: 500, Stock: 10, PerUserLimit: 1}); err != nil {
+		t.Fatal(err)
+	}
+	cfg := c.cfg
+	cfg.Engine.NodeID = 1
+	e, err := NewEdge(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(e.Stop)
+	c.writer(0)
+	won := 0
+	for u := 0; won < 10; u++ {
+		if u > 2000 {
+			t.Fatalf("%d of 10 sold after the upgrade", won)
+		}
+		if _, _, err := buy(e, fmt.Sprint("u", u), ""); err == nil {
+			won++
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := promtest.Value(e.registry, "flashsale_ledger_rebuilds_total"); n != 1 {
+		t.Fatalf("%v rebuilds for one upgrade", n)
+	}
+	c.waitRows(10)
+}
+
+// A failover to a lagging replica while the writer runs all along (as in
+// production): the last claims and the writer's marks of them are lost
+// together, so no record comes back to find them missing. The pools' claim
+// sequences, which only grow, show it: the first claim on the replica comes
+// back at or below one seen before (the node refuses it and condemns the
+// ledger), the ledger is rebuilt, and the sale ends at exactly the stock.
+func TestFailoverToALaggingReplicaWhileTheWriterRuns(t *testing.T) {
+	c := newCluster(t)
+	ctx := context.Background()
+	const stock = 50
+	e := c.edge(1, stock)
+	c.writer(0)
+	buyN := func(prefix string, n int) int {
+		won := 0
+		for u := 0; u < n; u++ {
+			_, replayed, err := buy(e, fmt.Sprint(prefix, u), "r")
+			switch {
+			case err == nil && !replayed:
+				won++
+			case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLedgerLost), errors.Is(err, engine.ErrUnavailable):
+			default:
+				t.Fatalf("purchase: %v", err)
+			}
+		}
+		return won
+	}
+	buyN("early", 10)
+	c.waitRows(10)
+	rc := redistest.Client(t)
+	keys, err := rc.Do(ctx, rc.B().Keys().Pattern("{"+c.cfg.Redis.Prefix+":it}*").Build()).AsStrSlice()
+	if err != nil || len(keys) == 0 {
+		t.Fatalf("the item's keys: %v %v", keys, err)
+	}
+	snapshot := map[string]string{}
+	for _, k := range keys {
+		if v, err := rc.Do(ctx, rc.B().Dump().Key(k).Build()).ToString(); err == nil {
+			snapshot[k] = v
+		}
+	}
+	late := buyN("late", 15)
+	c.waitRows(int64(10 + late)) // stored, marked, committed: nothing will come back
+	for _, k := range keys {
+		rc.Do(ctx, rc.B().Del().Key(k).Build())
+		if v, ok := snapshot[k]; ok {
+			rc.Do(ctx, rc.B().Restore().Key(k).Ttl(0).SerializedValue(v).Replace().Build())
+		}
+	}
+	sold := 10 + late + buyN("rest", 200)
+	waitFor(t, "the rebuild", func() bool {
+		return promtest.Value(e.registry, "flashsale_ledger_rebuilds_total") >= 1 && !e.engine.LedgerLost()
+	})
+	sold += buyN("after", 200)
+	e.engine.GiveBackAll(ctx)
+	sold += buyN("last", 200)
+	if sold != stock {
+		t.Fatalf("%d orders answered 201 for a stock of %d", sold, stock)
+	}
+	c.waitRows(stock)
+}

@@ -125,9 +125,7 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	slog.Info("engine rebuilt", "items", len(snap.Items), "holdings", len(snap.Holdings),
 		"replayable_requests", len(snap.Replays), "took", time.Since(begin))
 	if cl != nil {
-		if cl.lostAtStart {
-			eng.SetLedgerLost() // the guard says why, and rebuilds
-		}
+		cl.look() // the guard looks first thing: the generation, the pools, the claim marks of record
 		e.steps.push("stock leases (given back to the pool)", func() error {
 			ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
 			defer cancel()
@@ -262,17 +260,14 @@ type clusterPart struct {
 	catalog recordedCatalog
 	db      *mysqlstore.Store // the order database: reads, and what is of record
 	checks  []server.Check
-	// lostAtStart: Redis's ledger is not the ledger of record (it lost its
-	// data while no node ran, or was never rebuilt): nothing is sold until
-	// it is.
-	lostAtStart bool
-	guard       *reconcile.Guard
+	guard   *reconcile.Guard
 
-	loops context.Context // the heartbeat's, the feed's and the reconcilers', ended at the stop
-	gap   *reconcile.Gap
-	feed  *redisledger.Feed
-	acked *kafkasink.Acked // the orders acknowledged on every node
-	kick  chan struct{}    // the guard looks now
+	loops    context.Context // the heartbeat's, the feed's and the reconcilers', ended at the stop
+	gap      *reconcile.Gap
+	feed     *redisledger.Feed
+	acked    *kafkasink.Acked // the orders acknowledged on every node
+	kick     chan struct{}    // the guard looks now
+	follower *redisledger.Follower
 }
 
 // look asks the guard to compare generations now.
@@ -326,7 +321,7 @@ func (e *Edge) joinCluster(ctx context.Context, db *mysqlstore.Store) (*clusterP
 		defer cancel()
 		return reg.Release(ctx)
 	})
-	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), db: db, lostAtStart: cur != rec, kick: make(chan struct{}, 1),
+	cl := &clusterPart{reg: reg, ledger: base.ForInstance(reg), db: db, kick: make(chan struct{}, 1),
 		catalog: recordedCatalog{record: db, shared: redisledger.NewCatalog(rc, cfg.Redis.Prefix, redisledger.DefaultCacheTTL)},
 		feed:    redisledger.NewFeed(rc, cfg.Redis.Prefix)}
 	// The heartbeat and the reconcilers start once the engine is rebuilt,
@@ -386,6 +381,7 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 		}
 		return ids
 	}
+	e.guard(cl) // before the heartbeat, whose rejoin asks it
 	monitor := reconcile.NewMonitor(cl.ledger, itemIDs)
 	e.registry.MustRegister(monitor.Collectors()...)
 	go monitor.Run(cl.loops, e.cfg.ReconcileInterval)
@@ -397,7 +393,6 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	cl.gap = gap
 	e.registry.MustRegister(gap.Collectors()...)
 	go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)
-	e.guard(cl)
 	return nil
 }
 
@@ -415,29 +410,54 @@ func (e *Edge) guard(cl *clusterPart) {
 			return err
 		}
 	}
+	itemIDs := func() []string {
+		var ids []string
+		for _, v := range eng.Items() {
+			ids = append(ids, v.ID)
+		}
+		return ids
+	}
 	cl.guard = reconcile.NewGuard(reconcile.GuardOptions{Redis: cl.ledger, Record: cl.db,
 		Lost:       func(string) { eng.SetLedgerLost() },
 		EngineLost: eng.LedgerLost,
-		Rebuilt:    func(string) { eng.Rebuilt(); cl.feed.Resync() },
-		Rebuild:    rebuild})
+		Sound:      eng.LedgerSound,
+		Items:      itemIDs,
+		Rebuilt: func(string) {
+			eng.Rebuilt()
+			// The winners of the rebuilt ledger are learnt before the
+			// first purchase: a winner's retry is its replay at once.
+			ctx, cancel := context.WithTimeout(cl.loops, 30*time.Second)
+			err := cl.follower.Resync(ctx)
+			cancel()
+			if err != nil {
+				slog.Error("cannot read the rebuilt ledger; the next check tries again", "err", err)
+				return
+			}
+			eng.LedgerSound()
+		},
+		Rebuild: rebuild})
 	e.registry.MustRegister(cl.guard.Collectors()...)
 	go cl.guard.Run(cl.loops, guardInterval, cl.kick)
 }
 
 // rejoin says whether a node whose registration is gone may take it again:
 // only when Redis lost the ledger too (its generation is not the one the
-// node sells from). Its leases are then void: the node sells nothing until
-// the ledger is rebuilt, and drops its leased units then. A registration
+// node sells from, or the node found it lost lately: a rebuild may have
+// ended before the heartbeat noticed). Its leases are then void: the node
+// sells nothing until the ledger is rebuilt, and drops its leased units
+// then. A registration
 // that expired in a sound ledger (the node was cut off from Redis) may have
 // had its leases given back to the pool by others: the node must stop.
 func (e *Edge) rejoin(cl *clusterPart) func(context.Context) bool {
 	return func(ctx context.Context) bool {
 		cur, err := cl.ledger.CurrentGeneration(ctx)
-		if err != nil || cur == cl.ledger.Generation() {
+		if err != nil || cur == cl.ledger.Generation() && !cl.guard.LostWithin(2*e.cfg.NodeTTL) {
 			return false
 		}
-		e.engine.SetLedgerLost()
-		cl.look()
+		if cur != cl.ledger.Generation() {
+			e.engine.SetLedgerLost()
+			cl.look()
+		}
 		if err := cl.reg.Rejoin(ctx); err != nil {
 			slog.Error("cannot register this node again after Redis lost the ledger", "err", err)
 			return false

@@ -10,6 +10,7 @@ import (
 func (e *Edge) startFeed(cl *clusterPart) {
 	f := &redisledger.Follower{Engine: e.engine, Ledger: cl.ledger, Catalog: cl.catalog.shared, OnAcked: cl.acked.Add,
 		OnGeneration: func(string) { cl.look() }}
+	cl.follower = f
 	e.registry.MustRegister(cl.feed.Collectors()...)
 	go cl.feed.Run(cl.loops, f, e.engine.SetFeedUp)
 }

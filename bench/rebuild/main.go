@@ -121,7 +121,8 @@ func main() {
 	for i, n := range stock {
 		check(store.SaveItem(ctx, engine.Item{ID: itemID(i), Name: "bench", PriceCents: 100, Stock: n, PerUserLimit: limit}))
 	}
-	check(store.SetGeneration(ctx, "lost-"+reconcile.NewGeneration()))
+	_, err = store.StartGeneration(ctx, "lost-"+reconcile.NewGeneration())
+	check(err)
 	took := time.Since(start)
 	fmt.Printf("setup: %d orders (%d items, %d users, %d tables) written in %v (%.0f orders/s), created_at over the last %v\n",
 		*orders, *items, *users, *tables, took.Round(time.Millisecond), float64(*orders)/took.Seconds(), *spread)

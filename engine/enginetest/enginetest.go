@@ -26,9 +26,25 @@ type Sink struct {
 	orders []*engine.Order
 	fail   error
 	calls  int
+	stands []uint64
 }
 
-var _ engine.OrderSink = (*Sink)(nil)
+var _ engine.StandingSink = (*Sink)(nil)
+
+// Stands records that o, whose append failed, stands after all.
+func (s *Sink) Stands(_ context.Context, o *engine.Order) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stands = append(s.stands, o.ID)
+	return nil
+}
+
+// Standing are the ids of the orders the sink was told stand after all.
+func (s *Sink) Standing() []uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]uint64(nil), s.stands...)
+}
 
 // Append keeps o, unless the sink was told to fail.
 func (s *Sink) Append(_ context.Context, o *engine.Order) error {

@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -48,7 +49,25 @@ type Options struct {
 	// not be stored even if the ledger's own tombstone was lost.
 	Tombstones interface {
 		Abort(ctx context.Context, id uint64) error
+		Unabort(ctx context.Context, id uint64) error
 	}
+}
+
+var _ engine.StandingSink = (*Producer)(nil)
+
+// Stands drops o's tombstone: its produce failed for this producer, yet a
+// writer stored it (engine.StandingSink), and its buyer got a 201.
+func (p *Producer) Stands(ctx context.Context, o *engine.Order) error {
+	if p.o.Tombstones == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	defer cancel()
+	if err := p.o.Tombstones.Unabort(ctx, o.ID); err != nil {
+		slog.Error("cannot drop the tombstone of an order that stands; a record of it after a loss of Redis would be refused", "order", o.ID, "err", err)
+		return err
+	}
+	return nil
 }
 
 // NewProducer connects a producer; it does not wait for the brokers.

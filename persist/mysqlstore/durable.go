@@ -29,6 +29,10 @@ var durableTables = []string{
 		ended          TINYINT       NOT NULL DEFAULT 0,
 		saved_at       TIMESTAMP(3)  NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3)
 	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
+	`CREATE TABLE IF NOT EXISTS flashsale_claim_marks (
+		item_id VARCHAR(64) NOT NULL PRIMARY KEY,
+		seq     BIGINT      NOT NULL
+	) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_bin`,
 	`CREATE TABLE IF NOT EXISTS flashsale_aborted (
 		order_id   BIGINT UNSIGNED NOT NULL PRIMARY KEY,
 		aborted_at TIMESTAMP(3)    NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
@@ -46,6 +50,15 @@ func (s *Store) SaveItem(ctx context.Context, it engine.Item) error {
 		return fmt.Errorf("mysqlstore: cannot save item %q: %w", it.ID, err)
 	}
 	return nil
+}
+
+// Recorded says whether item id has a definition of record.
+func (s *Store) Recorded(ctx context.Context, id string) (bool, error) {
+	var n int
+	if err := s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM flashsale_items WHERE id = ?`, id).Scan(&n); err != nil {
+		return false, fmt.Errorf("mysqlstore: cannot read item %q: %w", id, err)
+	}
+	return n > 0, nil
 }
 
 // Items reads every item definition of record, ordered by id.
@@ -105,12 +118,66 @@ func (s *Store) StartGeneration(ctx context.Context, g string) (string, error) {
 	return s.Generation(ctx)
 }
 
-// SetGeneration records g as the ledger's generation: a rebuild's last step.
-func (s *Store) SetGeneration(ctx context.Context, g string) error {
-	_, err := s.db.ExecContext(ctx, `INSERT INTO flashsale_schema (name, value) VALUES ('ledger_generation', ?)
-		ON DUPLICATE KEY UPDATE value = VALUES(value)`, g)
+// ErrGenerationMoved: the generation of record is not the one a rebuild
+// started from (another rebuild recorded its own).
+var ErrGenerationMoved = errors.New("mysqlstore: the ledger's generation of record changed meanwhile")
+
+// SetGeneration records to as the ledger's generation, if from is still
+// the generation of record (a rebuild's last step).
+func (s *Store) SetGeneration(ctx context.Context, from, to string) error {
+	if from == "" { // none recorded yet
+		g, err := s.StartGeneration(ctx, to)
+		if err == nil && g != to {
+			err = ErrGenerationMoved
+		}
+		return err
+	}
+	res, err := s.db.ExecContext(ctx, `UPDATE flashsale_schema SET value = ? WHERE name = 'ledger_generation' AND value = ?`, to, from)
 	if err != nil {
 		return fmt.Errorf("mysqlstore: cannot record the ledger's generation: %w", err)
+	}
+	if n, err := res.RowsAffected(); err != nil || n != 1 {
+		if g, _ := s.Generation(ctx); g == to {
+			return nil // recorded already
+		}
+		return ErrGenerationMoved
+	}
+	return nil
+}
+
+// Marks reads the highest claim sequence seen per item (redisledger's
+// seqs.go): a Redis whose pool is behind one went back in time.
+func (s *Store) Marks(ctx context.Context) (map[string]int64, error) {
+	rows, err := s.db.QueryContext(ctx, `SELECT item_id, seq FROM flashsale_claim_marks`)
+	if err != nil {
+		return nil, fmt.Errorf("mysqlstore: cannot read the claim marks: %w", err)
+	}
+	defer rows.Close()
+	out := map[string]int64{}
+	for rows.Next() {
+		var item string
+		var seq int64
+		if err := rows.Scan(&item, &seq); err != nil {
+			return nil, fmt.Errorf("mysqlstore: cannot read the claim marks: %w", err)
+		}
+		out[item] = seq
+	}
+	return out, rows.Err()
+}
+
+// Mark records claim sequences seen, keeping the highest of each item.
+func (s *Store) Mark(ctx context.Context, seen map[string]int64) error {
+	if len(seen) == 0 {
+		return nil
+	}
+	args := make([]any, 0, 2*len(seen))
+	for item, seq := range seen {
+		args = append(args, item, seq)
+	}
+	_, err := s.db.ExecContext(ctx, `INSERT INTO flashsale_claim_marks (item_id, seq) VALUES (?, ?)`+strings.Repeat(", (?, ?)", len(seen)-1)+
+		` ON DUPLICATE KEY UPDATE seq = GREATEST(seq, VALUES(seq))`, args...)
+	if err != nil {
+		return fmt.Errorf("mysqlstore: cannot record the claim marks: %w", err)
 	}
 	return nil
 }
@@ -120,6 +187,14 @@ func (s *Store) SetGeneration(ctx context.Context, g string) error {
 func (s *Store) Abort(ctx context.Context, id uint64) error {
 	if _, err := s.db.ExecContext(ctx, `INSERT IGNORE INTO flashsale_aborted (order_id) VALUES (?)`, id); err != nil {
 		return fmt.Errorf("mysqlstore: cannot record order %d aborted: %w", id, err)
+	}
+	return nil
+}
+
+// Unabort drops the tombstone of order id: its purchase stands after all.
+func (s *Store) Unabort(ctx context.Context, id uint64) error {
+	if _, err := s.db.ExecContext(ctx, `DELETE FROM flashsale_aborted WHERE order_id = ?`, id); err != nil {
+		return fmt.Errorf("mysqlstore: cannot drop the tombstone of order %d: %w", id, err)
 	}
 	return nil
 }

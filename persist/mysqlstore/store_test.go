@@ -2,6 +2,7 @@ package mysqlstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -119,8 +120,11 @@ func TestDurable(t *testing.T) {
 	if g, err := s.StartGeneration(ctx, "g2"); err != nil || g != "g1" {
 		t.Fatalf("a second start must keep the first: %q %v", g, err)
 	}
-	if err := s.SetGeneration(ctx, "g3"); err != nil {
+	if err := s.SetGeneration(ctx, "g1", "g3"); err != nil {
 		t.Fatal(err)
+	}
+	if err := s.SetGeneration(ctx, "g1", "g4"); !errors.Is(err, ErrGenerationMoved) {
+		t.Fatalf("a rebuild from a generation that moved on: %v", err)
 	}
 	if g, _ := s.Generation(ctx); g != "g3" {
 		t.Fatalf("generation after a rebuild: %q", g)

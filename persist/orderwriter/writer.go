@@ -275,11 +275,9 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 // missing claim was in a ledger that lost it (Redis restarted empty or was flushed;
 // a failover to a replica that had not got it; the ledger rebuilt): the
 // record is an order of record, stored, unless its purchase was answered
-// 503 (a tombstone of record). When the ledger says it is sound, it is not:
-// the writer condemns it (the nodes stop selling and rebuild it, counting
-// this order). The one record refused is one whose claim was in a ledger
-// rebuilt before it arrived: the rebuild did not count it (a rebuild waits
-// long enough for that never to happen).
+// 503 (a tombstone of record). When the ledger says it is sound, it is not
+// (or was rebuilt without this order): the writer condemns it, and the
+// nodes stop selling and rebuild it, counting this order.
 func (w *Writer) unknownClaims(ctx context.Context, orders []*engine.Order, from []*kgo.Record, verdicts []ledger.Verdict) (map[int]string, error) {
 	var missing []*engine.Order
 	for i, v := range verdicts {
@@ -315,9 +313,14 @@ func (w *Writer) unknownClaims(ctx context.Context, orders []*engine.Order, from
 		case sound && gen == "":
 			out[i] = ledger.Unknown.String() // no producer of a node wrote it
 		case sound && gen != cur:
-			out[i] = staleGeneration
-			slog.Error("an order arrived after the ledger its claim was in was rebuilt: refused, though its purchase was answered 201",
+			// Its claim was in a ledger rebuilt before it arrived (a
+			// produce slower than the rebuild's wait): the rebuild did not
+			// count it, and its buyer got a 201. It is stored, and the
+			// ledger condemned, so that the next rebuild counts it.
+			slog.Error("an order arrived after the ledger its claim was in was rebuilt; storing it and condemning the ledger",
 				"order", id, "generation", gen, "current", cur)
+			out[i] = ""
+			condemn = true
 		default:
 			out[i] = ""
 			condemn = condemn || sound
@@ -333,12 +336,9 @@ func (w *Writer) unknownClaims(ctx context.Context, orders []*engine.Order, from
 	return out, nil
 }
 
-const staleGeneration = "stale_generation"
-
 var unknownReasons = map[string]string{
 	ledger.Unknown.String(): "no claim of this order in the ledger, and no generation: no node's producer wrote it",
 	ledger.Refuse.String():  "the purchase of this order was answered 503 (a tombstone of record): storing it would oversell",
-	staleGeneration:         "the claim of this order was in a ledger that was rebuilt before the order arrived: it was not counted",
 }
 
 func header(r *kgo.Record, key string) string {

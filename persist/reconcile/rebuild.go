@@ -37,6 +37,8 @@ import (
 type LedgerStore interface {
 	Lock(ctx context.Context, token string, ttl time.Duration) (bool, error)
 	Unlock(ctx context.Context, token string) error
+	CurrentGeneration(ctx context.Context) (string, error)
+	Pools(ctx context.Context, items []string) (map[string]ledger.PoolState, error)
 	Fence(ctx context.Context, next string, items []string) error
 	Restore(ctx context.Context, t ledger.Tally, gen string, now time.Time) error
 	Activate(ctx context.Context, gen string) error
@@ -46,9 +48,10 @@ type LedgerStore interface {
 // (mysqlstore.Store).
 type Record interface {
 	Generation(ctx context.Context) (string, error)
-	SetGeneration(ctx context.Context, g string) error
+	SetGeneration(ctx context.Context, from, to string) error
 	Items(ctx context.Context) ([]engine.Item, error)
 	Tallies(ctx context.Context, items []engine.Item, since time.Time) ([]ledger.Tally, error)
+	Marks(ctx context.Context) (map[string]int64, error)
 }
 
 // RebuildOptions configures a rebuild.
@@ -67,6 +70,10 @@ type RebuildOptions struct {
 	Skew time.Duration
 	// Now is the clock; default time.Now.
 	Now func() time.Time
+	// Force rebuilds a ledger that is sound (fsctl rebuild); otherwise a
+	// rebuild that finds the ledger sound once it holds the lock (another
+	// rebuild just ended, or a "lost" answer was stale) does nothing.
+	Force bool
 }
 
 // DefaultWaitWriters is how long a rebuild waits for the writers.
@@ -74,6 +81,9 @@ const DefaultWaitWriters = 2 * time.Minute
 
 // ErrRebuilding: another process holds the rebuild's lock.
 var ErrRebuilding = errors.New("reconcile: another process is rebuilding the ledger")
+
+// ErrSound: the ledger needs no rebuild (without Force).
+var ErrSound = errors.New("reconcile: the ledger is sound; nothing to rebuild")
 
 // RebuildResult is what a rebuild did.
 type RebuildResult struct {
@@ -109,6 +119,10 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 	if !ok {
 		return RebuildResult{}, ErrRebuilding
 	}
+	// A deadline for the whole: a hung dependency must not keep the ledger
+	// fenced (the next check rebuilds again).
+	ctx, stop := context.WithTimeout(ctx, margin+o.WaitWriters+10*time.Minute)
+	defer stop()
 	ctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	go keepLock(ctx, cancel, o.Ledger, token)
@@ -121,6 +135,19 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 	ids := make([]string, len(items))
 	for i, it := range items {
 		ids[i] = it.ID
+	}
+	rec, err := o.Record.Generation(ctx)
+	if err != nil {
+		return RebuildResult{}, err
+	}
+	if !o.Force {
+		sound, err := ledgerSound(ctx, o.Ledger, rec, ids)
+		if err != nil {
+			return RebuildResult{}, err
+		}
+		if sound {
+			return RebuildResult{}, ErrSound
+		}
 	}
 	next := NewGeneration()
 	if err := o.Ledger.Fence(ctx, next, ids); err != nil {
@@ -142,8 +169,13 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 	if err != nil {
 		return res, err
 	}
+	marks, err := o.Record.Marks(ctx)
+	if err != nil {
+		return res, err
+	}
 	for _, t := range tallies {
 		it := t.Item
+		t.Seq = marks[it.ID]
 		if err := o.Catalog.SaveItem(ctx, it); err != nil {
 			return res, err
 		}
@@ -155,7 +187,10 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 		}
 		res.Items = append(res.Items, t)
 	}
-	if err := o.Record.SetGeneration(ctx, next); err != nil {
+	// The record first: a node told of the new generation finds it there.
+	// Two rebuilders that both got here: the first to record wins, the
+	// other stops; a rebuild that fenced after this one makes Activate fail.
+	if err := o.Record.SetGeneration(ctx, rec, next); err != nil {
 		return res, err
 	}
 	if err := o.Ledger.Activate(ctx, next); err != nil {
@@ -164,6 +199,25 @@ func Rebuild(ctx context.Context, o RebuildOptions) (RebuildResult, error) {
 	res.Took = o.Now().Sub(begin)
 	slog.Info("the ledger is rebuilt; selling resumes", "generation", next, "items", len(items), "took", res.Took)
 	return res, nil
+}
+
+// ledgerSound reports whether Redis holds the ledger of record (generation
+// rec) with every item's pool of that generation.
+func ledgerSound(ctx context.Context, l LedgerStore, rec string, items []string) (bool, error) {
+	cur, err := l.CurrentGeneration(ctx)
+	if err != nil || cur != rec || rec == "" {
+		return false, err
+	}
+	pools, err := l.Pools(ctx, items)
+	if err != nil {
+		return false, err
+	}
+	for _, p := range pools {
+		if p.Gen != rec {
+			return false, nil
+		}
+	}
+	return true, nil
 }
 
 // lockTTL is how long the rebuild's lock outlives a rebuilder that died

@@ -25,7 +25,7 @@ import (
 // one message, fields separated by '|', the request id last (it may hold a
 // '|'):
 //
-//	c|item|claimed|id|created ms|q|price|user|request id   a winner (claim)
+//	c|item|claimed|seq|id|created ms|q|price|user|request id   a winner (claim)
 //	a|item|claimed|id|user|request id                      a claim given back
 //	k|item|id|created ms|q|price|user|request id           an order acknowledged
 //	p|item|remaining                                       the pool changed
@@ -34,7 +34,8 @@ import (
 //	m|token                                                a barrier (Feed.Barrier)
 //
 // claimed is the item's claimed units after the event: a node that has seen
-// an event with claimed = the item's stock knows every winner of it.
+// an event with claimed = the item's stock knows every winner of it. seq is
+// the pool's claim sequence (seqs.go).
 // Pub/sub delivers in publish order and drops nothing while a subscriber is
 // connected; a subscriber that reconnects resynchronises first (Feed).
 
@@ -117,7 +118,7 @@ type Listener interface {
 	// events may have been missed, so the listener reads the state again.
 	Resync(ctx context.Context) error
 	// Claimed: o won; claimed is the item's claimed units now.
-	Claimed(o *engine.Order, claimed int64)
+	Claimed(o *engine.Order, claimed, seq int64)
 	// Released: o's claim was given back (ID, ItemID, UserID, RequestID
 	// set); claimed is the item's claimed units now.
 	Released(o *engine.Order, claimed int64)
@@ -277,12 +278,14 @@ func (f *Feed) handle(m string, lst Listener) error {
 	case "c":
 		item, rest, _ := strings.Cut(rest, "|")
 		claimed, rest, _ := strings.Cut(rest, "|")
+		seq, rest, _ := strings.Cut(rest, "|")
 		o, err := decodeEvent(item, rest)
 		n, err2 := strconv.ParseInt(claimed, 10, 64)
-		if err := errors.Join(err, err2); err != nil {
+		q, err3 := strconv.ParseInt(seq, 10, 64)
+		if err := errors.Join(err, err2, err3); err != nil {
 			return err
 		}
-		lst.Claimed(o, n)
+		lst.Claimed(o, n, q)
 	case "a":
 		parts := strings.SplitN(rest, "|", 5)
 		if len(parts) != 5 {

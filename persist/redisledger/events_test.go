@@ -32,7 +32,7 @@ func (r *recorder) Resync(context.Context) error {
 	r.mu.Unlock()
 	return nil
 }
-func (r *recorder) Claimed(o *engine.Order, n int64) {
+func (r *recorder) Claimed(o *engine.Order, n, _ int64) {
 	r.add("claimed %d %s %s %s q%d %dc at %d; %d claimed", o.ID, o.ItemID, o.UserID, o.RequestID, o.Quantity, o.PriceCents, o.CreatedAt.UnixMilli(), n)
 }
 func (r *recorder) Released(o *engine.Order, n int64) {

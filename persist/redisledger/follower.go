@@ -60,7 +60,8 @@ func (f *Follower) Resync(ctx context.Context) error {
 	return nil
 }
 
-func (f *Follower) Claimed(o *engine.Order, claimed int64) {
+func (f *Follower) Claimed(o *engine.Order, claimed, seq int64) {
+	f.Ledger.seqs.note(o.ItemID, seq)
 	f.Engine.Remember(o)
 	f.Engine.SetClaimed(o.ItemID, claimed)
 }

@@ -2,6 +2,7 @@ package redisledger
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -130,9 +131,10 @@ func (l *Ledger) Unlock(ctx context.Context, token string) error {
 }
 
 // Fence starts a rebuild towards generation next: the ledger's generation
-// becomes "rebuilding:next", the pools, leases, user counts and claims of
-// items are dropped (nothing can be leased or claimed any more, and no unit
-// of the lost ledger given back), and every node is told.
+// becomes "rebuilding:next", the pools, leases, user counts, claims and
+// request ids of items are dropped (nothing can be leased or claimed any
+// more, no unit of the lost ledger given back, no request id of it
+// answered), and every node is told.
 func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
 	ctx, cancel := context.WithTimeout(ctx, 10*l.timeout)
 	defer cancel()
@@ -147,25 +149,83 @@ func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
 			return fmt.Errorf("redisledger: cannot fence the ledger: %w", err)
 		}
 	}
+	for _, item := range items {
+		if err := l.dropRequests(ctx, item); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// dropRequests unlinks every request id of item (SCAN, a thousand at a
+// time): the rebuild writes back those of the orders of record.
+func (l *Ledger) dropRequests(ctx context.Context, item string) error {
+	match := l.keys(item).tag + ":req:*"
+	var cursor uint64
+	for {
+		e, err := l.c.Do(ctx, l.c.B().Scan().Cursor(cursor).Match(match).Count(1000).Build()).AsScanEntry()
+		if err != nil {
+			return fmt.Errorf("redisledger: cannot list the request ids of %q: %w", item, err)
+		}
+		if len(e.Elements) > 0 {
+			if err := l.c.Do(ctx, l.c.B().Unlink().Key(e.Elements...).Build()).Error(); err != nil {
+				return fmt.Errorf("redisledger: cannot drop the request ids of %q: %w", item, err)
+			}
+		}
+		if cursor = e.Cursor; cursor == 0 {
+			return nil
+		}
+	}
+}
+
+// Pools reads each item's pool's generation and claim sequence (a gone
+// pool has neither): a node told "lost" checks them before the whole ledger
+// is rebuilt for it, and the guard compares the sequences with the highest
+// seen (seqs.go).
+func (l *Ledger) Pools(ctx context.Context, items []string) (map[string]ledger.PoolState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*l.timeout)
+	defer cancel()
+	cmds := make(rueidis.Commands, len(items))
+	for i, item := range items {
+		cmds[i] = l.c.B().Hmget().Key(l.keys(item).stock).Field("gen", "seq").Build()
+	}
+	out := make(map[string]ledger.PoolState, len(items))
+	for i, r := range l.c.DoMulti(ctx, cmds...) {
+		vals, err := r.ToArray()
+		if err != nil || len(vals) != 2 {
+			return nil, fmt.Errorf("redisledger: cannot read the pools: %v", errOr(err, "bad reply"))
+		}
+		var st ledger.PoolState
+		st.Gen, _ = vals[0].ToString()
+		st.Seq, _ = vals[1].AsInt64()
+		out[items[i]] = st
+	}
+	return out, nil
 }
 
 // Restore writes an item's ledger of generation gen from what its orders
 // of record say: the pool (total, remaining = total - sold, claimed = sold,
 // nothing pending or leased), the users' counts and the request ids of the
 // window with their first orders, in pipelined chunks (a million buyers is
-// a thousand HSETs of a thousand users), each chunk with its own deadline.
-// The pool goes last: nothing can be claimed before the rest is written.
-// The catalogue's definition is the caller's (Catalog.SaveItem).
+// a thousand HSETs of a thousand users), each chunk with its own deadline
+// and each after checking that the ledger is still fenced for gen (another
+// rebuilder may have fenced it again: then this one stops). The pool goes
+// last: nothing can be claimed before the rest is written. The catalogue's
+// definition is the caller's (Catalog.SaveItem).
 func (l *Ledger) Restore(ctx context.Context, t ledger.Tally, gen string, now time.Time) error {
 	k := l.keys(t.Item.ID)
-	var cmds rueidis.Commands
+	// What a node may have written since the fence (a lease of a pool made
+	// meanwhile) goes first.
+	cmds := rueidis.Commands{l.c.B().Unlink().Key(k.leases, k.claims).Build()}
 	flush := func(force bool) error {
 		if len(cmds) == 0 || !force && len(cmds) < restoreChunk {
 			return nil
 		}
 		ctx, cancel := context.WithTimeout(ctx, 10*l.timeout)
 		defer cancel()
+		if cur, err := l.CurrentGeneration(ctx); err != nil || cur != ledger.Rebuilding+gen {
+			return fmt.Errorf("redisledger: the ledger is no longer fenced for generation %s (%q, %v): another rebuild took over", gen, cur, err)
+		}
 		for _, r := range l.c.DoMulti(ctx, cmds...) {
 			if err := r.Error(); err != nil {
 				return fmt.Errorf("redisledger: cannot restore item %q: %w", t.Item.ID, err)
@@ -197,7 +257,7 @@ func (l *Ledger) Restore(ctx context.Context, t ledger.Tally, gen string, now ti
 	remaining := max(t.Item.Stock-t.Sold, 0)
 	cmds = append(cmds, l.c.B().Hset().Key(k.stock).FieldValue().FieldValue("total", strconv.FormatInt(t.Item.Stock, 10)).
 		FieldValue("remaining", strconv.FormatInt(remaining, 10)).FieldValue("claimed", strconv.FormatInt(t.Sold, 10)).
-		FieldValue("pending", "0").FieldValue("gen", gen).Build())
+		FieldValue("pending", "0").FieldValue("gen", gen).FieldValue("seq", seqAbove(now, t.Seq)).Build())
 	return flush(true)
 }
 
@@ -207,16 +267,31 @@ const (
 	restoreChunk  = 10000
 )
 
-// Activate ends a rebuild: the ledger's generation becomes gen, and every
-// node is told.
+// activate ends the rebuild towards ARGV[1] if the ledger is still fenced
+// for it. KEYS: generation. ARGV: generation, events channel. Returns 1, or
+// 0 when another rebuild fenced it since.
+var activate = rueidis.NewLuaScript(`
+if redis.call('GET', KEYS[1]) ~= '` + ledger.Rebuilding + `' .. ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], 'g|' .. ARGV[1])
+return 1
+`)
+
+// ErrFencedAgain: another rebuild fenced the ledger since this one did.
+var ErrFencedAgain = errors.New("redisledger: the ledger was fenced again by another rebuild")
+
+// Activate ends a rebuild: the ledger's generation becomes gen, if the
+// ledger is still fenced for it (ErrFencedAgain otherwise), and every node
+// is told.
 func (l *Ledger) Activate(ctx context.Context, gen string) error {
 	ctx, cancel := l.bound(ctx)
 	defer cancel()
-	for _, r := range l.c.DoMulti(ctx, l.c.B().Set().Key(l.generationKey()).Value(gen).Build(),
-		l.c.B().Publish().Channel(l.channel()).Message("g|"+gen).Build()) {
-		if err := r.Error(); err != nil {
-			return fmt.Errorf("redisledger: cannot activate generation %s: %w", gen, err)
-		}
+	n, err := activate.Exec(ctx, l.c, []string{l.generationKey()}, []string{gen, l.channel()}).AsInt64()
+	switch {
+	case err != nil:
+		return fmt.Errorf("redisledger: cannot activate generation %s: %w", gen, err)
+	case n == 0:
+		return ErrFencedAgain
 	}
 	return nil
 }

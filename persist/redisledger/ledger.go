@@ -105,6 +105,7 @@ type Ledger struct {
 	timeout time.Duration
 	track   string                  // "1" when claims are tracked, else "0"
 	gen     *atomic.Pointer[string] // shared by the node's copies (ForInstance)
+	seqs    *seqs                   // shared by the node's copies
 }
 
 // bound gives a call its timeout.
@@ -136,7 +137,7 @@ func New(c rueidis.Client, node int, o Options) *Ledger {
 		track = "1"
 	}
 	l := &Ledger{c: c, node: strconv.Itoa(node), prefix: o.Prefix, window: o.IdempotencyWindow, timeout: o.Timeout, track: track,
-		gen: new(atomic.Pointer[string])}
+		gen: new(atomic.Pointer[string]), seqs: newSeqs()}
 	l.gen.Store(&o.Generation)
 	return l
 }
@@ -167,7 +168,8 @@ func (k keys) requestOf(o *engine.Order) (key, has string) {
 // putItem sets the total of an item, creating it; lowering the total
 // takes from the unleased pool only.
 // KEYS: stock. ARGV: total, events channel, item, generation, exists (1:
-// the pool must be there already). Returns remaining, -1 when the pool
+// the pool must be there already), the claim sequence a new pool starts
+// from (seqs.go). Returns remaining, -1 when the pool
 // cannot give up enough units (stock below what is leased or claimed), -2
 // when the pool is gone or of another generation. Publishes the pool event.
 var putItem = rueidis.NewLuaScript(`
@@ -183,6 +185,7 @@ local delta = total - old
 if remaining + delta < 0 then return -1 end
 redis.call('HSET', KEYS[1], 'total', total, 'remaining', remaining + delta)
 redis.call('HSETNX', KEYS[1], 'claimed', 0)
+redis.call('HSETNX', KEYS[1], 'seq', ARGV[6])
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[1], 'gen', ARGV[4]) end
 redis.call('PUBLISH', ARGV[2], 'p|' .. ARGV[3] .. '|' .. (remaining + delta))
 return remaining + delta
@@ -197,7 +200,7 @@ func (l *Ledger) PutItem(ctx context.Context, item string, total int64, exists b
 	defer cancel()
 	k := l.keys(item)
 	n, err := putItem.Exec(ctx, l.c, []string{k.stock}, []string{strconv.FormatInt(total, 10), l.channel(), item,
-		l.Generation(), flag(exists)}).AsInt64()
+		l.Generation(), flag(exists), seqBase(time.Now())}).AsInt64()
 	switch {
 	case err != nil:
 		return fmt.Errorf("redisledger: cannot put item %q: %w", item, err)
@@ -319,7 +322,8 @@ func (l *Ledger) giveBack(ctx context.Context, item string, n, keep int64) (int6
 // order} replay, {0, "limit"} over the limit, {0, "refused"} the request id
 // was refused (Refuse) a moment ago, {0, "lost"} the pool is gone or of
 // another generation, {0, "lease"} the node holds fewer units. Publishes
-// the claim event (every node learns the winner).
+// the claim event (every node learns the winner). {1, seq} carries the
+// pool's claim sequence after this claim (seqs.go).
 var claim = rueidis.NewLuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 0 or ARGV[14] ~= '' and redis.call('HGET', KEYS[1], 'gen') ~= ARGV[14] then
   return {0, 'lost'}
@@ -344,8 +348,9 @@ if ARGV[8] == '1' then
   redis.call('HSET', KEYS[5], ARGV[9], ARGV[10])
   redis.call('HINCRBY', KEYS[1], 'pending', q)
 end
-redis.call('PUBLISH', ARGV[11], 'c|' .. ARGV[12] .. '|' .. claimed .. '|' .. ARGV[5] .. '|' .. ARGV[2] .. '|' .. ARGV[13])
-return {1, ''}
+local seq = string.format('%d', redis.call('HINCRBY', KEYS[1], 'seq', 1)) -- %d: no exponent
+redis.call('PUBLISH', ARGV[11], 'c|' .. ARGV[12] .. '|' .. claimed .. '|' .. seq .. '|' .. ARGV[5] .. '|' .. ARGV[2] .. '|' .. ARGV[13])
+return {1, seq}
 `)
 
 // Claim confirms a winner across all nodes (engine.Ledger): a unit of
@@ -357,6 +362,7 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	defer cancel()
 	k := l.keys(o.ItemID)
 	req, has := k.requestOf(o)
+	before := l.seqs.seen(o.ItemID) // every sequence seen so far was issued before this claim
 	vals, err := claim.Exec(ctx, l.c, []string{k.stock, k.leases, k.users, req, k.claims}, []string{l.node, o.UserID,
 		strconv.FormatInt(o.Quantity, 10), strconv.FormatInt(limit, 10), encodeOrder(o),
 		strconv.Itoa(int(l.window.Seconds())), has, l.track, strconv.FormatUint(o.ID, 10),
@@ -369,6 +375,16 @@ func (l *Ledger) Claim(ctx context.Context, o *engine.Order, limit int64) (*engi
 	detail, _ := vals[1].ToString()
 	switch {
 	case status == 1:
+		seq, err := strconv.ParseInt(detail, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("redisledger: bad claim sequence %q", detail)
+		}
+		if seq <= before {
+			// Redis went back in time (a failover to a replica that had not
+			// got the last claims): this claim may sell a unit sold before.
+			return nil, l.wentBack(ctx, o.ItemID, seq, before)
+		}
+		l.seqs.note(o.ItemID, seq)
 		return nil, nil
 	case status == 2:
 		return decodeOrder(detail, o)

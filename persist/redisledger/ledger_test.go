@@ -250,8 +250,20 @@ func TestRestoreInChunks(t *testing.T) {
 		tally.Recent = append(tally.Recent, &engine.Order{ID: uint64(i + 1), ItemID: "it", UserID: user, Quantity: 1, RequestID: "r", CreatedAt: now})
 	}
 	tally.Recent = append(tally.Recent, &engine.Order{ID: 9999, ItemID: "it", UserID: "old", Quantity: 1, RequestID: "r", CreatedAt: now.Add(-time.Hour)})
+	if err := l.Fence(ctx, "g", []string{"it"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := l.Restore(ctx, tally, "g", now); err != nil {
 		t.Fatal(err)
+	}
+	if err := l.Activate(ctx, "g"); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Activate(ctx, "g"); !errors.Is(err, ErrFencedAgain) {
+		t.Fatalf("a second activation: %v", err)
+	}
+	if err := l.Restore(ctx, tally, "g2", now); err == nil {
+		t.Fatal("a restore of a ledger not fenced for it")
 	}
 	k := l.keys("it")
 	if n, err := c.Do(ctx, c.B().Hlen().Key(k.users).Build()).AsInt64(); err != nil || n != 2500 {

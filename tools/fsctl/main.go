@@ -59,7 +59,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	kafka := fs.String("kafka", "", "Kafka seed brokers (comma separated): reconcile also settles claims with no order in Kafka")
 	topic := fs.String("kafka-topic", orderlog.DefaultTopic, "topic of the orders")
 	group := fs.String("kafka-group", orderlog.DefaultGroup, "consumer group of the writers")
-	produceTimeout := fs.Duration("kafka-produce-timeout", orderlog.DefaultTimeout, "the edge nodes' produce deadline")
+	produceTimeout := fs.Duration("kafka-produce-timeout", orderlog.DefaultTimeout, "the edge nodes' produce deadline (rebuild: give the nodes' value; the fence waits twice it, plus a grace and the clock skew)")
 	maxVersion := fs.String("kafka-max-version", "", "cap the Kafka protocol to this Kafka release's versions (the nodes' -kafka-max-version)")
 	wait := fs.Duration("wait", 30*time.Second, "reconcile: how long to wait for the writers to pass the checkpoint")
 	dsn := fs.String("mysql", "", "MySQL DSN: audit also counts the units stored in MySQL")
@@ -92,7 +92,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 2
 		}
 		return rebuild(c, reconcile.RebuildOptions{Ledger: l, Catalog: redisledger.NewCatalog(c, *prefix, 0), Kafka: kcfg,
-			Window: *window, WaitWriters: *wait}, mysqlstore.Options{DSN: *dsn, Tables: *tables}, stdout, stderr)
+			Window: *window, WaitWriters: *wait, Force: true}, mysqlstore.Options{DSN: *dsn, Tables: *tables}, stdout, stderr)
 	}
 	items := fs.Args()[1:]
 	if len(items) == 0 && fs.Arg(0) != "nodes" {

@@ -95,7 +95,20 @@ func TestRebuild(t *testing.T) {
 	now := time.Now().UTC().Truncate(time.Millisecond)
 	recent := &engine.Order{ID: engine.FirstOrderIDAt(now) + 1, ItemID: "it", UserID: "a", Quantity: 2, PriceCents: 100, RequestID: "r1", CreatedAt: now}
 	old := &engine.Order{ID: 7, ItemID: "it", UserID: "b", Quantity: 1, PriceCents: 100, RequestID: "r2", CreatedAt: time.Unix(1, 0).UTC()}
-	if err := errors.Join(db.SaveItem(ctx, it), db.SetGeneration(ctx, "lost-one"), db.Write(ctx, []*engine.Order{recent, old})); err != nil {
+	if err := errors.Join(db.SaveItem(ctx, it), func() error { _, err := db.StartGeneration(ctx, "lost-one"); return err }(), db.Write(ctx, []*engine.Order{recent, old})); err != nil {
+		t.Fatal(err)
+	}
+	// What the lost ledger left: a lease, a user's count, a request id
+	// whose order is not of record (its purchase was answered 503).
+	stale := redisledger.New(c, 3, redisledger.Options{Prefix: p, TrackClaims: true, IdempotencyWindow: time.Hour, Generation: "lost-one"})
+	if err := stale.PutItem(ctx, "it", 10, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := stale.Lease(ctx, "it", 4); err != nil {
+		t.Fatal(err)
+	}
+	ghost := &engine.Order{ID: recent.ID + 50, ItemID: "it", UserID: "ghost", Quantity: 1, RequestID: "g1", CreatedAt: now}
+	if _, err := stale.Claim(ctx, ghost, 2); err != nil {
 		t.Fatal(err)
 	}
 	args := []string{"-redis", redistest.Addr(), "-redis-prefix", p, "-mysql", dsn, "-order-tables", "4", "-kafka", broker,
@@ -132,6 +145,20 @@ func TestRebuild(t *testing.T) {
 	}
 	if _, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 2, ItemID: "it", UserID: "a", Quantity: 1, CreatedAt: now}, 2); !errors.Is(err, engine.ErrLimitExceeded) {
 		t.Fatalf("a's third unit: %v, want the limit", err)
+	}
+	// b holds its one unit; its request id is past the window: a purchase
+	// afresh. The ghost's request id and count are gone with the lost ledger.
+	if _, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 3, ItemID: "it", UserID: "b", Quantity: 1, CreatedAt: now}, 1); !errors.Is(err, engine.ErrLimitExceeded) {
+		t.Fatalf("b's second unit: %v, want the limit", err)
+	}
+	if first, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 4, ItemID: "it", UserID: "b", Quantity: 1, RequestID: "r2", CreatedAt: now}, 2); err != nil || first != nil {
+		t.Fatalf("b's request id past the window: %+v %v, want a claim afresh", first, err)
+	}
+	if first, err := l.Claim(ctx, &engine.Order{ID: recent.ID + 5, ItemID: "it", UserID: "ghost", Quantity: 1, RequestID: "g1", CreatedAt: now}, 1); err != nil || first != nil {
+		t.Fatalf("the ghost's request id after the rebuild: %+v %v, want a claim afresh", first, err)
+	}
+	if a, _ := l.Audit(ctx, "it"); a.Leased() != 0 || a.Claimed != 5 || !a.Balanced() {
+		t.Fatalf("after the claims: %+v (the lost ledger's lease must be gone)", a)
 	}
 }
 
