@@ -691,43 +691,10 @@ func TestFailoverToALaggingReplica(t *testing.T) {
 	ctx := context.Background()
 	const stock = 50
 	e := c.edge(1, stock)
-	buyN := func(prefix string, n int) int {
-		won := 0
-		for u := 0; u < n; u++ {
-			_, replayed, err := buy(e, fmt.Sprint(prefix, u), "r")
-			switch {
-			case err == nil && !replayed:
-				won++
-			case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLedgerLost):
-			default:
-				t.Fatalf("purchase: %v", err)
-			}
-		}
-		return won
-	}
-	buyN("early", 10)
-	rc := redistest.Client(t)
-	keys, err := rc.Do(ctx, rc.B().Keys().Pattern("{"+c.cfg.Redis.Prefix+":it}*").Build()).AsStrSlice()
-	if err != nil || len(keys) == 0 {
-		t.Fatalf("the item's keys: %v %v", keys, err)
-	}
-	// The replica's copy: taken now, before the last sales reach it.
-	snapshot := map[string]string{}
-	for _, k := range keys {
-		v, err := rc.Do(ctx, rc.B().Dump().Key(k).Build()).ToString()
-		if err == nil {
-			snapshot[k] = v
-		}
-	}
-	late := buyN("late", 15) // their records wait in Kafka: no writer runs
-	for _, k := range keys {
-		rc.Do(ctx, rc.B().Del().Key(k).Build())
-		if v, ok := snapshot[k]; ok {
-			if err := rc.Do(ctx, rc.B().Restore().Key(k).Ttl(0).SerializedValue(v).Replace().Build()).Error(); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	c.buyN(e, "early", 10)
+	failover := c.replicaOf("it") // the replica's copy: taken now, before the last sales reach it
+	late := c.buyN(e, "late", 15) // their records wait in Kafka: no writer runs
+	failover()
 	w := c.writer(0)
 	waitFor(t, "the writer to condemn the ledger and a node to rebuild it", func() bool {
 		return promtest.Value(e.registry, "flashsale_ledger_rebuilds_total") >= 1 && !e.engine.LedgerLost()
@@ -735,15 +702,61 @@ func TestFailoverToALaggingReplica(t *testing.T) {
 	if n := promtest.Value(w.registry, "flashsale_writer_orders_of_lost_ledger_total"); n != float64(late) {
 		t.Fatalf("%v orders stored of the lost writes, want %d", n, late)
 	}
-	rest := buyN("rest", 200)
+	rest := c.buyN(e, "rest", 200)
 	e.engine.GiveBackAll(ctx)
-	rest += buyN("last", 200)
+	rest += c.buyN(e, "last", 200)
 	if total := 10 + late + rest; total != stock {
 		t.Fatalf("%d orders answered 201 for a stock of %d", total, stock)
 	}
 	c.waitRows(stock)
 	if a := c.audit(); a.Claimed != stock {
 		t.Fatalf("audit: %+v", a)
+	}
+}
+
+// buyN has n new users (prefix0, prefix1...) buy one unit each on e, and
+// says how many won; sold out and 503s are expected, anything else fails.
+func (c *cluster) buyN(e *Edge, prefix string, n int) int {
+	c.t.Helper()
+	won := 0
+	for u := 0; u < n; u++ {
+		_, replayed, err := buy(e, fmt.Sprint(prefix, u), "r")
+		switch {
+		case err == nil && !replayed:
+			won++
+		case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLedgerLost), errors.Is(err, engine.ErrUnavailable):
+		default:
+			c.t.Fatalf("purchase: %v", err)
+		}
+	}
+	return won
+}
+
+// replicaOf copies item's keys as they are now, as a replica that gets no
+// more writes would hold them; failover makes Redis that replica.
+func (c *cluster) replicaOf(item string) (failover func()) {
+	c.t.Helper()
+	ctx := context.Background()
+	rc := redistest.Client(c.t)
+	keys, err := rc.Do(ctx, rc.B().Keys().Pattern("{"+c.cfg.Redis.Prefix+":"+item+"}*").Build()).AsStrSlice()
+	if err != nil || len(keys) == 0 {
+		c.t.Fatalf("the item's keys: %v %v", keys, err)
+	}
+	snapshot := map[string]string{}
+	for _, k := range keys {
+		if v, err := rc.Do(ctx, rc.B().Dump().Key(k).Build()).ToString(); err == nil {
+			snapshot[k] = v
+		}
+	}
+	return func() {
+		for _, k := range keys {
+			rc.Do(ctx, rc.B().Del().Key(k).Build())
+			if v, ok := snapshot[k]; ok {
+				if err := rc.Do(ctx, rc.B().Restore().Key(k).Ttl(0).SerializedValue(v).Replace().Build()).Error(); err != nil {
+					c.t.Fatal(err)
+				}
+			}
+		}
 	}
 }
 
@@ -844,48 +857,19 @@ func TestFailoverToALaggingReplicaWhileTheWriterRuns(t *testing.T) {
 	const stock = 50
 	e := c.edge(1, stock)
 	c.writer(0)
-	buyN := func(prefix string, n int) int {
-		won := 0
-		for u := 0; u < n; u++ {
-			_, replayed, err := buy(e, fmt.Sprint(prefix, u), "r")
-			switch {
-			case err == nil && !replayed:
-				won++
-			case errors.Is(err, engine.ErrSoldOut), errors.Is(err, engine.ErrLedgerLost), errors.Is(err, engine.ErrUnavailable):
-			default:
-				t.Fatalf("purchase: %v", err)
-			}
-		}
-		return won
-	}
-	buyN("early", 10)
+	c.buyN(e, "early", 10)
 	c.waitRows(10)
-	rc := redistest.Client(t)
-	keys, err := rc.Do(ctx, rc.B().Keys().Pattern("{"+c.cfg.Redis.Prefix+":it}*").Build()).AsStrSlice()
-	if err != nil || len(keys) == 0 {
-		t.Fatalf("the item's keys: %v %v", keys, err)
-	}
-	snapshot := map[string]string{}
-	for _, k := range keys {
-		if v, err := rc.Do(ctx, rc.B().Dump().Key(k).Build()).ToString(); err == nil {
-			snapshot[k] = v
-		}
-	}
-	late := buyN("late", 15)
+	failover := c.replicaOf("it")
+	late := c.buyN(e, "late", 15)
 	c.waitRows(int64(10 + late)) // stored, marked, committed: nothing will come back
-	for _, k := range keys {
-		rc.Do(ctx, rc.B().Del().Key(k).Build())
-		if v, ok := snapshot[k]; ok {
-			rc.Do(ctx, rc.B().Restore().Key(k).Ttl(0).SerializedValue(v).Replace().Build())
-		}
-	}
-	sold := 10 + late + buyN("rest", 200)
+	failover()
+	sold := 10 + late + c.buyN(e, "rest", 200)
 	waitFor(t, "the rebuild", func() bool {
 		return promtest.Value(e.registry, "flashsale_ledger_rebuilds_total") >= 1 && !e.engine.LedgerLost()
 	})
-	sold += buyN("after", 200)
+	sold += c.buyN(e, "after", 200)
 	e.engine.GiveBackAll(ctx)
-	sold += buyN("last", 200)
+	sold += c.buyN(e, "last", 200)
 	if sold != stock {
 		t.Fatalf("%d orders answered 201 for a stock of %d", sold, stock)
 	}
