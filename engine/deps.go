@@ -142,6 +142,9 @@ type Snapshot struct {
 	// restart still gets its first answer; those past the window are skipped.
 	Replays     []*Order
 	LastOrderID uint64
+	// Board holds, per item, the first order of its first BoardSize users
+	// (by order id): the leaderboards.
+	Board []BoardEntry
 }
 
 // ItemRecord is an item and the units its durable orders hold.

@@ -253,6 +253,11 @@ func (e *Engine) PutItem(ctx context.Context, in Item) (v ItemView, created bool
 	defer e.adminMu.Unlock()
 
 	it := e.lookup(in.ID)
+	if it == nil {
+		in.Created = e.now().UTC().Truncate(time.Millisecond)
+	} else {
+		in.Created = it.cfg.Load().Created
+	}
 	if e.ledger != nil {
 		if e.lost.Load() {
 			return ItemView{}, false, ErrLedgerLost
@@ -353,6 +358,11 @@ func (e *Engine) Restore(s Snapshot) error {
 		}
 	}
 	set := e.items.Load()
+	for _, b := range s.Board {
+		if it := set.byID[b.ItemID]; it != nil {
+			it.board.add(b)
+		}
+	}
 	for _, h := range s.Holdings {
 		it := set.byID[h.ItemID]
 		if it == nil {
@@ -509,6 +519,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)
+	it.board.add(BoardEntry{ItemID: it.id, UserID: o.UserID, OrderID: o.ID, At: o.CreatedAt})
 	if e.ledger != nil {
 		it.lastSale.Store(now.UnixNano())
 	}

@@ -19,6 +19,10 @@ type Item struct {
 	StartsAt     time.Time // zero: on sale at once
 	EndsAt       time.Time // zero: until sold out
 	Ended        bool      // ended by the admin; final
+	// Created is when the item was first put: the start of its sale when
+	// StartsAt is zero (its leaderboard counts from it). The engine sets
+	// it; zero for items of a store that does not keep it.
+	Created time.Time
 }
 
 // MaxItemNameLen bounds an item's name, in bytes.
@@ -96,6 +100,8 @@ type item struct {
 	// leaseUnsure: a lease failed without an answer; the ledger may count
 	// units this node never got (returnIdleLeases trims them).
 	leaseUnsure atomic.Bool
+
+	board board // the first buyers (board.go)
 }
 
 // checkWindow refuses a purchase outside the sale window.

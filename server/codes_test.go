@@ -73,3 +73,42 @@ func TestCodesContract(t *testing.T) {
 		t.Fatal("429 without Retry-After")
 	}
 }
+
+// GET /api/v1/items/{id}/leaderboard: the fastest buyers, limit 1-100
+// (default 10), 400 for another limit, 404 for an unknown item.
+func TestLeaderboardContract(t *testing.T) {
+	ts := newTestServer(t, Options{})
+	if r := ts.putItem("phone-1", `{"name":"Phone","price_cents":19900,"stock":20,"per_user_limit":1}`); r.status != 201 {
+		t.Fatalf("create: %d %s", r.status, r.body)
+	}
+	for u := range 12 {
+		if r := ts.buy("phone-1", fmt.Sprintf(`{"user_id":"u-%d"}`, u)); r.status != 201 {
+			t.Fatalf("buy: %d %s", r.status, r.body)
+		}
+	}
+	get := func(q string) response { return ts.do(ts.pub, "GET", "/api/v1/items/phone-1/leaderboard"+q, "") }
+	var lb struct {
+		ItemID  string `json:"item_id"`
+		Entries []struct {
+			Rank         int    `json:"rank"`
+			UserID       string `json:"user_id"`
+			MsAfterStart int64  `json:"ms_after_start"`
+		} `json:"entries"`
+	}
+	r := get("")
+	if err := json.Unmarshal([]byte(r.body), &lb); r.status != 200 || err != nil || lb.ItemID != "phone-1" || len(lb.Entries) != 10 {
+		t.Fatalf("leaderboard: %d %s", r.status, r.body)
+	}
+	for i, e := range lb.Entries {
+		if e.Rank != i+1 || e.UserID != fmt.Sprint("u-", i) || e.MsAfterStart < 0 || i > 0 && e.MsAfterStart < lb.Entries[i-1].MsAfterStart {
+			t.Fatalf("entry %d: %+v", i, e)
+		}
+	}
+	if r := get("?limit=100"); r.status != 200 || strings.Count(r.body, `"rank"`) != 12 {
+		t.Fatalf("limit 100: %d %s", r.status, r.body)
+	}
+	for _, bad := range []string{"?limit=0", "?limit=101", "?limit=x", "?limit="} {
+		errCode(t, get(bad), 400, "invalid_request")
+	}
+	errCode(t, ts.do(ts.pub, "GET", "/api/v1/items/nope/leaderboard", ""), 404, "item_not_found")
+}

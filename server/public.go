@@ -34,6 +34,7 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 	r.GET("/api/v1/orders/{order_id}", s.instrument("order", s.getOrder))
 	r.GET("/api/v1/users/{user_id}/orders", s.instrument("user_orders", s.userOrders))
 	r.POST("/api/v1/codes/redeem", s.instrument("redeem", s.redeem))
+	r.GET("/api/v1/items/{id}/leaderboard", s.instrument("leaderboard", s.leaderboard))
 	s.health(r)
 	h := r.Handler
 	return func(ctx *fasthttp.RequestCtx) {

@@ -35,12 +35,16 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 	for _, it := range items {
 		snap.Items = append(snap.Items, engine.ItemRecord{Item: it, Sold: sold[it.ID]})
 	}
-	err = s.query(ctx, `SELECT item_id, user_id, SUM(quantity) FROM orders GROUP BY item_id, user_id`, nil, func(rows *sql.Rows) error {
+	// Holdings, and each user's first order of each item: the engine keeps
+	// the first BoardSize of those per item (the leaderboards).
+	err = s.query(ctx, `SELECT item_id, user_id, SUM(quantity), MIN(id), MIN(created_at) FROM orders GROUP BY item_id, user_id`, nil, func(rows *sql.Rows) error {
 		var h engine.Holding
-		if err := rows.Scan(&h.ItemID, &h.UserID, &h.Units); err != nil {
+		var first, at int64
+		if err := rows.Scan(&h.ItemID, &h.UserID, &h.Units, &first, &at); err != nil {
 			return err
 		}
 		snap.Holdings = append(snap.Holdings, h)
+		snap.Board = append(snap.Board, engine.BoardEntry{ItemID: h.ItemID, UserID: h.UserID, OrderID: uint64(first), At: time.UnixMilli(at).UTC()})
 		return nil
 	})
 	if err != nil {
@@ -71,13 +75,16 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 // Items lists the item definitions, ordered by id (the engine's Catalog).
 func (s *Store) Items(ctx context.Context) ([]engine.Item, error) {
 	var items []engine.Item
-	err := s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended FROM items ORDER BY id`, nil, func(rows *sql.Rows) error {
+	err := s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended, created_at FROM items ORDER BY id`, nil, func(rows *sql.Rows) error {
 		var it engine.Item
-		var starts, ends sql.NullInt64
-		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended); err != nil {
+		var starts, ends, created sql.NullInt64
+		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended, &created); err != nil {
 			return err
 		}
 		it.StartsAt, it.EndsAt = fromNanos(starts), fromNanos(ends)
+		if created.Valid {
+			it.Created = time.UnixMilli(created.Int64).UTC()
+		}
 		items = append(items, it)
 		return nil
 	})

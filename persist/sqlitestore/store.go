@@ -116,6 +116,10 @@ func Open(opts Options) (*Store, error) {
 		s.closeFiles()
 		return nil, fmt.Errorf("cannot create the schema of order store %q: %w", path, err)
 	}
+	if err := s.migrate(); err != nil {
+		s.closeFiles()
+		return nil, fmt.Errorf("cannot migrate order store %q: %w", path, err)
+	}
 	if s.r, err = sql.Open("sqlite", "file:"+path+"?_pragma=query_only(1)&"+pragmas); err != nil {
 		s.closeFiles()
 		return nil, fmt.Errorf("cannot open order store %q for reading: %w", path, err)
@@ -165,6 +169,20 @@ CREATE TABLE IF NOT EXISTS redemptions (
 	PRIMARY KEY (batch, serial)
 );
 `
+
+// migrate adds the columns a store made by an earlier version lacks.
+func (s *Store) migrate() error {
+	var n int
+	if err := s.w.QueryRow(`SELECT COUNT(*) FROM pragma_table_info('items') WHERE name = 'created_at'`).Scan(&n); err != nil {
+		return err
+	}
+	if n == 0 {
+		if _, err := s.w.Exec(`ALTER TABLE items ADD COLUMN created_at INTEGER`); err != nil { // unix ms; NULL: unknown
+			return err
+		}
+	}
+	return nil
+}
 
 func lockDir(dir string) (*os.File, error) {
 	path := filepath.Join(dir, "LOCK")
@@ -377,12 +395,13 @@ func (s *Store) Check(ctx context.Context) error {
 // SaveItem writes an item definition (the engine's Catalog).
 func (s *Store) SaveItem(ctx context.Context, it engine.Item) error {
 	_, err := s.w.ExecContext(ctx, `
-INSERT INTO items (id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended)
-VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+INSERT INTO items (id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended, created_at)
+VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
 ON CONFLICT (id) DO UPDATE SET name = excluded.name, price_cents = excluded.price_cents,
 	stock = excluded.stock, per_user_limit = excluded.per_user_limit,
-	starts_at = excluded.starts_at, ends_at = excluded.ends_at, ended = excluded.ended`,
-		it.ID, it.Name, it.PriceCents, it.Stock, it.PerUserLimit, nanos(it.StartsAt), nanos(it.EndsAt), it.Ended)
+	starts_at = excluded.starts_at, ends_at = excluded.ends_at, ended = excluded.ended,
+	created_at = COALESCE(items.created_at, excluded.created_at)`,
+		it.ID, it.Name, it.PriceCents, it.Stock, it.PerUserLimit, nanos(it.StartsAt), nanos(it.EndsAt), it.Ended, millis(it.Created))
 	if err != nil {
 		return fmt.Errorf("cannot save item %q: %w", it.ID, err)
 	}
@@ -394,6 +413,13 @@ func nanos(t time.Time) any {
 		return nil
 	}
 	return t.UnixNano()
+}
+
+func millis(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMilli()
 }
 
 func fromNanos(n sql.NullInt64) time.Time {

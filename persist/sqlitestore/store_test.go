@@ -2,7 +2,9 @@ package sqlitestore
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -230,5 +232,46 @@ func TestWriterIsDurable(t *testing.T) {
 	}
 	if err := s.w.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
 		t.Fatalf("synchronous %d (%v), want 2 (FULL)", sync, err)
+	}
+}
+
+// An item's creation time and each user's first order come back at start
+// (the leaderboards), also from a store made before the creation time was
+// kept (the column is added).
+func TestBoardAndCreationTimeReload(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	old, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := old.Exec(`CREATE TABLE items (id TEXT PRIMARY KEY, name TEXT NOT NULL, price_cents INTEGER NOT NULL,
+		stock INTEGER NOT NULL, per_user_limit INTEGER NOT NULL, starts_at INTEGER, ends_at INTEGER, ended INTEGER NOT NULL DEFAULT 0)`); err != nil {
+		t.Fatal(err)
+	}
+	old.Close()
+	s := openStore(t, dir)
+	it := engine.Item{ID: "it", Name: "x", PriceCents: 1, Stock: 9, PerUserLimit: 2, Created: t0}
+	if err := s.SaveItem(ctx, it); err != nil {
+		t.Fatal(err)
+	}
+	for i, u := range []string{"b", "a", "b"} {
+		if err := s.Append(ctx, &engine.Order{ID: uint64(10 + i), ItemID: "it", UserID: u, Quantity: 1, CreatedAt: t0.Add(time.Duration(i) * time.Second)}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	s = openStore(t, dir)
+	defer s.Close()
+	snap, err := s.Load(ctx, time.Hour, t0)
+	if err != nil || len(snap.Items) != 1 || !snap.Items[0].Item.Created.Equal(t0) {
+		t.Fatalf("items: %+v %v", snap.Items, err)
+	}
+	firsts := map[string]uint64{}
+	for _, b := range snap.Board {
+		firsts[b.UserID] = b.OrderID
+	}
+	if len(firsts) != 2 || firsts["b"] != 10 || firsts["a"] != 11 {
+		t.Fatalf("first orders: %+v", snap.Board)
 	}
 }
