@@ -32,6 +32,13 @@ type Store interface {
 	Redeem(ctx context.Context, r *Redemption) (*Redemption, error)
 }
 
+// BatchFinder is a Store that can read one batch: a node of a cluster
+// learns a batch another node created when a genuine code of it comes (the
+// signature is checked first, so a forged code never reaches the store).
+type BatchFinder interface {
+	FindBatch(ctx context.Context, number uint32) (Batch, bool, error)
+}
+
 // Errors of a Desk, besides ErrInvalid and ErrExpired.
 var (
 	// ErrUsed: another user redeemed the code.
@@ -108,9 +115,33 @@ func (d *Desk) Check(code string) (Code, Batch, error) {
 	d.mu.Lock()
 	b, ok := d.batches[c.Batch]
 	d.mu.Unlock()
-	if !ok || int(c.Serial) >= b.Count || b.Key != c.Key {
+	if !ok {
+		return c, Batch{}, errUnknownBatch
+	}
+	if int(c.Serial) >= b.Count || b.Key != c.Key {
 		return c, Batch{}, ErrInvalid
 	}
+	return c, b, nil
+}
+
+// errUnknownBatch is ErrInvalid for a genuine code of a batch this desk
+// does not know (yet: another node may have made it).
+var errUnknownBatch = fmt.Errorf("%w: unknown batch", ErrInvalid)
+
+// find looks for a genuine code's batch in the store, when it can.
+func (d *Desk) find(ctx context.Context, c Code) (Code, Batch, error) {
+	f, ok := d.store.(BatchFinder)
+	if !ok {
+		return c, Batch{}, ErrInvalid
+	}
+	b, ok, err := f.FindBatch(ctx, c.Batch)
+	switch {
+	case err != nil:
+		return c, Batch{}, fmt.Errorf("%w: cannot read the batch: %w", ErrUnavailable, err)
+	case !ok || int(c.Serial) >= b.Count || b.Key != c.Key:
+		return c, Batch{}, ErrInvalid
+	}
+	d.Learn(&b, nil)
 	return c, b, nil
 }
 
@@ -120,6 +151,9 @@ func (d *Desk) Check(code string) (Code, Batch, error) {
 // was recorded; the client may retry).
 func (d *Desk) Redeem(ctx context.Context, code, user string) (*Redemption, bool, error) {
 	c, b, err := d.Check(code)
+	if errors.Is(err, errUnknownBatch) {
+		c, b, err = d.find(ctx, c)
+	}
 	if err != nil {
 		return nil, false, err
 	}

@@ -74,3 +74,62 @@ func userOf(t *testing.T, body []byte) string {
 	}
 	return r.UserID
 }
+
+// TestCodesAcrossNodes: two cluster nodes and a writer. A batch made on
+// node 1 is redeemable on node 2 (which learns it from the order database
+// once a genuine code of it comes); every code is redeemed at the same
+// moment by two users on the two nodes: exactly one 200 and one 409
+// code_used each, and the winner's retry on the other node is its 200 again.
+func TestCodesAcrossNodes(t *testing.T) {
+	port := freePort(t)
+	ownRedis(t, port)
+	common, _ := clusterArgs(t, fmt.Sprintf("127.0.0.1:%d", port))
+	secret := filepath.Join(t.TempDir(), "codes-1.key")
+	if err := os.WriteFile(secret, []byte("e2e-secret-of-at-least-32-bytes!"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	common = append(common, "-codes-secret-file", "1:"+secret)
+	startWriter(t, common)
+	n1 := start(t, t.TempDir(), append(common, "-node-id", "1")...)
+	n2 := start(t, t.TempDir(), append(common, "-node-id", "2")...)
+	code, _, b := call(t, "POST", n1.Admin+"/api/v1/codes/batches", `{"batch":"xnode","count":50,"value_cents":100}`)
+	var batch struct{ Codes []string }
+	if err := json.Unmarshal(b, &batch); code != 201 || err != nil || len(batch.Codes) != 50 {
+		t.Fatalf("batch: %d %s", code, b)
+	}
+	for i, c := range batch.Codes {
+		type answer struct {
+			code int
+			body []byte
+		}
+		var wg sync.WaitGroup
+		answers := make([]answer, 2)
+		for k, n := range []*proc{n1, n2} {
+			wg.Go(func() {
+				code, b := callOrDown(n.Public+"/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q,"user_id":"u%d-%d"}`, c, i, k))
+				answers[k] = answer{code, b}
+			})
+		}
+		wg.Wait()
+		won := -1
+		for k, a := range answers {
+			switch a.code {
+			case 200:
+				if won >= 0 {
+					t.Fatalf("code %d redeemed twice: %s and %s", i, answers[0].body, answers[1].body)
+				}
+				won = k
+			case 409:
+			default:
+				t.Fatalf("code %d on node %d: %d %s", i, k+1, a.code, a.body)
+			}
+		}
+		if won < 0 {
+			t.Fatalf("code %d: nobody won: %s / %s", i, answers[0].body, answers[1].body)
+		}
+		other := []*proc{n2, n1}[won]
+		if code, b := callOrDown(other.Public+"/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q,"user_id":"u%d-%d"}`, c, i, won)); code != 200 || string(b) != string(answers[won].body) {
+			t.Fatalf("the winner's retry on the other node: %d %s, first %s", code, b, answers[won].body)
+		}
+	}
+}

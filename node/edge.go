@@ -139,9 +139,12 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	}
 	var desk *codes.Desk
 	if store != nil {
-		if desk, err = e.codesDesk(ctx, store); err != nil {
-			return nil, err
-		}
+		desk, err = e.codesDesk(ctx, store, func(keys *codes.Keyring) ([]*codes.Redemption, error) { return store.Redemptions(ctx, keys) })
+	} else {
+		desk, err = e.codesDesk(ctx, cl.db, nil) // the order database judges each redemption: none are kept in memory at start
+	}
+	if err != nil {
+		return nil, err
 	}
 	if e.server, err = server.New(cfg.Server, eng, reader, desk, checks, e.registry); err != nil {
 		return nil, fmt.Errorf("cannot build the HTTP server: %w", err)
@@ -149,10 +152,17 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	return e, nil
 }
 
-// codesDesk is the redemption desk of a standalone node: the secrets from
-// -codes-secret-file (none: codes are refused), the batches and the
-// redemptions from the store.
-func (e *Edge) codesDesk(ctx context.Context, store *sqlitestore.Store) (*codes.Desk, error) {
+// codesStore is where a node's redemption codes are kept: the embedded
+// store, or the order database of a cluster.
+type codesStore interface {
+	codes.Store
+	Batches(ctx context.Context) ([]codes.Batch, error)
+}
+
+// codesDesk is a node's redemption desk: the secrets from
+// -codes-secret-file (none: codes are refused), the batches of store, and
+// the redemptions redeemed gives (nil: none in memory at start).
+func (e *Edge) codesDesk(ctx context.Context, store codesStore, redeemed func(*codes.Keyring) ([]*codes.Redemption, error)) (*codes.Desk, error) {
 	var keys *codes.Keyring
 	if e.cfg.CodesSecrets != "" {
 		var err error
@@ -164,12 +174,14 @@ func (e *Edge) codesDesk(ctx context.Context, store *sqlitestore.Store) (*codes.
 	if err != nil {
 		return nil, fmt.Errorf("cannot read the batches of codes: %w", err)
 	}
-	redeemed, err := store.Redemptions(ctx, keys)
-	if err != nil {
-		return nil, fmt.Errorf("cannot read the redemptions: %w", err)
+	var known []*codes.Redemption
+	if redeemed != nil {
+		if known, err = redeemed(keys); err != nil {
+			return nil, fmt.Errorf("cannot read the redemptions: %w", err)
+		}
 	}
-	slog.Info("redemption codes", "configured", keys != nil, "batches", len(batches), "redeemed", len(redeemed))
-	return codes.NewDesk(keys, store, batches, redeemed, nil), nil
+	slog.Info("redemption codes", "configured", keys != nil, "batches", len(batches), "redeemed", len(known))
+	return codes.NewDesk(keys, store, batches, known, nil), nil
 }
 
 // Serve serves the public and the admin listener until Stop, or until one

@@ -28,9 +28,8 @@ const (
 	codeBatchExists engine.Code = "batch_exists"
 )
 
-// codesUnavailable answers where this process has no redemption desk (a
-// cluster node: not built yet).
-const codesUnavailable = "redemption codes are not available in cluster mode yet"
+// codesUnavailable answers where this process has no redemption desk.
+const codesUnavailable = "redemption codes are not available on this server"
 
 type redeemBody struct {
 	Code   string `json:"code"`

@@ -172,7 +172,7 @@ func (s *Store) migrate(ctx context.Context) error {
 	if have != want {
 		return fmt.Errorf("mysqlstore: the database holds %s order tables, configured %s: keep %s (resharding is not supported)", have, want, have)
 	}
-	for _, ddl := range durableTables {
+	for _, ddl := range append(durableTables, codeTables...) {
 		if _, err := s.db.ExecContext(ctx, ddl); err != nil {
 			return fmt.Errorf("mysqlstore: cannot migrate: %w", err)
 		}

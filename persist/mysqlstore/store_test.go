@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/mysqltest"
 )
@@ -156,5 +157,41 @@ func TestDurable(t *testing.T) {
 	}
 	if tb := ts[1]; tb.Sold != 1 || tb.Holdings["u1"] != 1 || len(tb.Recent) != 0 {
 		t.Fatalf("tally of b: %+v", tb)
+	}
+}
+
+// Codes in the order database: batch numbers from one sequence, a name
+// once; a code redeemed once, whoever comes second gets the first.
+func TestCodes(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, mysqltest.DSN(t), 4)
+	a, created, err := s.CreateBatch(ctx, codes.Batch{Name: "a", Key: 1, Count: 10, ValueCents: 500, Expires: time.Unix(1_900_000_000, 0).UTC()})
+	if err != nil || !created || a.Number == 0 {
+		t.Fatalf("first batch: %+v %v %v", a, created, err)
+	}
+	if again, created, err := s.CreateBatch(ctx, codes.Batch{Name: "a", Key: 1, Count: 99}); err != nil || created || again != a {
+		t.Fatalf("the name again: %+v %v %v", again, created, err)
+	}
+	b, _, err := s.CreateBatch(ctx, codes.Batch{Name: "b", Key: 1, Count: 1})
+	if err != nil || b.Number <= a.Number {
+		t.Fatalf("second batch: %+v %v", b, err)
+	}
+	if got, ok, err := s.FindBatch(ctx, a.Number); err != nil || !ok || got != a {
+		t.Fatalf("find: %+v %v %v", got, ok, err)
+	}
+	if _, ok, err := s.FindBatch(ctx, 999999); err != nil || ok {
+		t.Fatalf("find a batch that is not: %v %v", ok, err)
+	}
+	at := time.UnixMilli(1_800_000_000_123).UTC()
+	r := &codes.Redemption{Batch: "a", Number: a.Number, Serial: 3, UserID: "u1", At: at}
+	if first, err := s.Redeem(ctx, r); err != nil || first != r {
+		t.Fatalf("redeem: %+v %v", first, err)
+	}
+	if first, err := s.Redeem(ctx, &codes.Redemption{Batch: "a", Number: a.Number, Serial: 3, UserID: "u2", At: at.Add(time.Second)}); err != nil ||
+		first.UserID != "u1" || !first.At.Equal(at) {
+		t.Fatalf("the code again: %+v %v", first, err)
+	}
+	if all, err := s.Batches(ctx); err != nil || len(all) != 2 {
+		t.Fatalf("batches: %+v %v", all, err)
 	}
 }
