@@ -15,8 +15,9 @@
 //	check         (sum of (i+1) * value of character i) mod 31, over the 24
 //
 // The check character catches a mistyped character or two swapped ones
-// before the signature is computed (and says "a typo" rather than "a
-// forgery": both are invalid_code to a client). A guesser who knows a batch
+// before the signature is computed (but for 0 and Z, whose values are equal
+// modulo 31: the signature catches those); both are invalid_code to a
+// client. A guesser who knows a batch
 // and a serial still has to guess 40 bits: one chance in 2^40 (about 1.1
 // million million) per attempt, and attempts are rate-limited by the server.
 //

@@ -43,7 +43,8 @@ type BatchFinder interface {
 var (
 	// ErrUsed: another user redeemed the code.
 	ErrUsed = errors.New("codes: the code was redeemed by someone else")
-	// ErrInProgress: the same code is being redeemed by this user right now.
+	// ErrInProgress: the same code is being redeemed by this user right now
+	// (another user waits for that outcome, and gets ErrUsed).
 	ErrInProgress = errors.New("codes: the code is being redeemed")
 	// ErrBatchExists: a batch of that name exists, with other settings.
 	ErrBatchExists = errors.New("codes: a batch of that name exists with other settings")
@@ -65,7 +66,13 @@ type Desk struct {
 	mu       sync.Mutex
 	batches  map[uint32]Batch
 	redeemed map[uint64]*Redemption // by batch<<32 | serial
-	inflight map[uint64]string      // the user redeeming it
+	inflight map[uint64]*attempt    // a redemption being recorded
+}
+
+// attempt is a redemption being recorded: others wait for it.
+type attempt struct {
+	user string
+	done chan struct{} // closed once recorded (redeemed has it) or failed
 }
 
 // NewDesk returns a desk that knows batches and redemptions (from the
@@ -76,7 +83,7 @@ func NewDesk(keys *Keyring, store Store, batches []Batch, redeemed []*Redemption
 		now = time.Now
 	}
 	d := &Desk{keys: keys, store: store, now: now, batches: map[uint32]Batch{}, redeemed: map[uint64]*Redemption{},
-		inflight: map[uint64]string{}}
+		inflight: map[uint64]*attempt{}}
 	for _, b := range batches {
 		d.batches[b.Number] = b
 	}
@@ -118,10 +125,17 @@ func (d *Desk) Check(code string) (Code, Batch, error) {
 	if !ok {
 		return c, Batch{}, errUnknownBatch
 	}
-	if int(c.Serial) >= b.Count || b.Key != c.Key {
+	if !b.issued(c) {
 		return c, Batch{}, ErrInvalid
 	}
 	return c, b, nil
+}
+
+// issued reports whether c is one of b's codes: its serial, key and expiry
+// (a genuine code made for the batch's number with another expiry, by
+// tools/codes given the wrong one, is not).
+func (b Batch) issued(c Code) bool {
+	return int(c.Serial) < b.Count && b.Key == c.Key && c.Expires.Equal(b.Expires)
 }
 
 // errUnknownBatch is ErrInvalid for a genuine code of a batch this desk
@@ -138,7 +152,7 @@ func (d *Desk) find(ctx context.Context, c Code) (Code, Batch, error) {
 	switch {
 	case err != nil:
 		return c, Batch{}, fmt.Errorf("%w: cannot read the batch: %w", ErrUnavailable, err)
-	case !ok || int(c.Serial) >= b.Count || b.Key != c.Key:
+	case !ok || !b.issued(c):
 		return c, Batch{}, ErrInvalid
 	}
 	d.Learn(&b, nil)
@@ -159,16 +173,30 @@ func (d *Desk) Redeem(ctx context.Context, code, user string) (*Redemption, bool
 	}
 	key := slot(c.Batch, c.Serial)
 	d.mu.Lock()
-	if first := d.redeemed[key]; first != nil {
-		d.mu.Unlock()
-		return answer(first, user)
-	}
-	if _, busy := d.inflight[key]; busy {
-		d.mu.Unlock()
-		return nil, false, ErrInProgress
+	for {
+		if first := d.redeemed[key]; first != nil {
+			d.mu.Unlock()
+			return answer(first, user)
+		}
+		a := d.inflight[key]
+		if a == nil {
+			break
+		}
+		if a.user == user { // the same request twice at once
+			d.mu.Unlock()
+			return nil, false, ErrInProgress
+		}
+		d.mu.Unlock() // another user's: wait for its outcome (code_used, or this one's turn)
+		select {
+		case <-a.done:
+		case <-ctx.Done():
+			return nil, false, fmt.Errorf("%w: %w", ErrUnavailable, ctx.Err())
+		}
+		d.mu.Lock()
 	}
 	user = strings.Clone(user) // kept: it may alias a request's buffer
-	d.inflight[key] = user
+	a := &attempt{user: user, done: make(chan struct{})}
+	d.inflight[key] = a
 	d.mu.Unlock()
 	text, _ := d.keys.Make(nil, c) // the canonical text
 	r := &Redemption{Code: string(text), Batch: b.Name, Number: b.Number, Serial: c.Serial, ValueCents: b.ValueCents,
@@ -180,6 +208,7 @@ func (d *Desk) Redeem(ctx context.Context, code, user string) (*Redemption, bool
 		d.redeemed[key] = first
 	}
 	d.mu.Unlock()
+	close(a.done)
 	if err != nil {
 		return nil, false, fmt.Errorf("%w: cannot record the redemption: %w", ErrUnavailable, err)
 	}

@@ -5,8 +5,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
+	"time"
 )
 
 // TestCodesSurviveKill9: a standalone server with a secret makes a batch;
@@ -130,6 +132,57 @@ func TestCodesAcrossNodes(t *testing.T) {
 		other := []*proc{n2, n1}[won]
 		if code, b := callOrDown(other.Public+"/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q,"user_id":"u%d-%d"}`, c, i, won)); code != 200 || string(b) != string(answers[won].body) {
 			t.Fatalf("the winner's retry on the other node: %d %s, first %s", code, b, answers[won].body)
+		}
+	}
+}
+
+// TestLeaderboardAcrossNodes: buyers on two nodes; every node's board lists
+// the same first buyers, in purchase order, once the writer stored them.
+func TestLeaderboardAcrossNodes(t *testing.T) {
+	port := freePort(t)
+	ownRedis(t, port)
+	common, _ := clusterArgs(t, fmt.Sprintf("127.0.0.1:%d", port))
+	startWriter(t, common)
+	n1 := start(t, t.TempDir(), append(common, "-node-id", "1")...)
+	n2 := start(t, t.TempDir(), append(common, "-node-id", "2")...)
+	if code, _, b := call(t, "PUT", n1.Admin+"/api/v1/items/lb", `{"name":"x","price_cents":1,"stock":200,"per_user_limit":2}`); code != 201 {
+		t.Fatalf("put: %d %s", code, b)
+	}
+	waitFor(t, n2.Public+"/api/v1/items/lb")
+	var want []string // users in order id order
+	for u := range 120 {
+		n := []*proc{n1, n2}[u%2]
+		code, _, b := call(t, "POST", n.Public+"/api/v1/items/lb/purchase", fmt.Sprintf(`{"user_id":"u%03d"}`, u))
+		if code != 201 {
+			t.Fatalf("buy: %d %s", code, b)
+		}
+		want = append(want, fmt.Sprintf("u%03d", u))
+		time.Sleep(2 * time.Millisecond) // order ids order purchases to the millisecond across nodes
+		if u == 0 {                      // a second unit of the first buyer: one entry, its first
+			call(t, "POST", n.Public+"/api/v1/items/lb/purchase", `{"user_id":"u000"}`)
+		}
+	}
+	for _, n := range []*proc{n1, n2} {
+		var got []string
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			_, _, b := call(t, "GET", n.Public+"/api/v1/items/lb/leaderboard?limit=100", "")
+			var lb struct {
+				Entries []struct {
+					Rank   int    `json:"rank"`
+					UserID string `json:"user_id"`
+				} `json:"entries"`
+			}
+			json.Unmarshal(b, &lb)
+			got = got[:0]
+			for _, e := range lb.Entries {
+				got = append(got, e.UserID)
+			}
+			if len(got) == 100 || time.Now().After(deadline) {
+				break
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want[:100], ",") {
+			t.Fatalf("the board on %s:\n got  %v\n want %v", n.Public, got, want[:100])
 		}
 	}
 }

@@ -67,35 +67,35 @@ func (b *board) add(e BoardEntry) {
 	}
 }
 
-// LocalBoards reports whether the engine's leaderboards are the whole
-// sale's: standalone. A cluster node knows only its own buyers.
-func (e *Engine) LocalBoards() bool { return e.ledger == nil }
-
 // Leaderboard is an item's first limit buyers (1 to BoardSize), fastest
-// first, timed from the sale's start: StartsAt, or when the item was
-// created (or, for an item whose creation time is unknown, its first
-// order). ErrItemNotFound for an unknown item.
+// first (Rank). ErrItemNotFound for an unknown item.
 func (e *Engine) Leaderboard(id string, limit int) ([]LeaderEntry, error) {
 	it := e.lookup(id)
 	if it == nil {
 		return nil, ErrItemNotFound
 	}
-	cfg := it.cfg.Load()
-	start := cfg.StartsAt
-	if start.IsZero() {
-		start = cfg.Created
-	}
 	it.board.mu.Lock()
 	defer it.board.mu.Unlock()
-	if start.IsZero() && len(it.board.entries) > 0 { // an item of a store that kept no creation time
-		start = it.board.entries[0].At
+	return Rank(it.cfg.Load(), it.board.entries, limit), nil
+}
+
+// Rank ranks the first orders of an item's first buyers (by order id),
+// timed from the sale's start: StartsAt, or when the item was created (or,
+// for an item whose creation time is unknown, its first order).
+func Rank(it *Item, firsts []BoardEntry, limit int) []LeaderEntry {
+	start := it.StartsAt
+	if start.IsZero() {
+		start = it.Created
 	}
-	out := make([]LeaderEntry, 0, min(limit, len(it.board.entries)))
-	for i, b := range it.board.entries {
+	if start.IsZero() && len(firsts) > 0 {
+		start = firsts[0].At
+	}
+	out := make([]LeaderEntry, 0, min(limit, len(firsts)))
+	for i, b := range firsts {
 		if i == limit {
 			break
 		}
 		out = append(out, LeaderEntry{Rank: i + 1, UserID: b.UserID, MsAfterStart: max(b.At.Sub(start).Milliseconds(), 0)})
 	}
-	return out, nil
+	return out
 }

@@ -59,6 +59,9 @@ func TestLeaderboard(t *testing.T) {
 		t.Fatal(err)
 	}
 	again, _ := g.e.Leaderboard("it", engine.BoardSize)
+	if len(again) != len(board) {
+		t.Fatalf("%d entries after a restart, %d before", len(again), len(board))
+	}
 	for i := range again {
 		if again[i].UserID != board[i].UserID || again[i].MsAfterStart != board[i].MsAfterStart+1000 {
 			t.Fatalf("entry %d after a restart: %+v, before %+v", i, again[i], board[i])

@@ -519,7 +519,9 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)
-	it.board.add(BoardEntry{ItemID: it.id, UserID: o.UserID, OrderID: o.ID, At: o.CreatedAt})
+	if e.ledger == nil { // a cluster's boards are the writers' (they see every node's orders)
+		it.board.add(BoardEntry{ItemID: it.id, UserID: o.UserID, OrderID: o.ID, At: o.CreatedAt})
+	}
 	if e.ledger != nil {
 		it.lastSale.Store(now.UnixNano())
 	}

@@ -155,6 +155,8 @@ type Marker interface {
 	// lost writes (Condemned+gen): every node stops selling and the ledger
 	// is rebuilt.
 	Condemn(ctx context.Context, gen string) error
+	// Board enters stored orders on their items' leaderboards.
+	Board(ctx context.Context, orders []*engine.Order) error
 }
 
 // Rebuilding is the prefix of the ledger's generation while it is rebuilt
@@ -209,6 +211,9 @@ type Tally struct {
 	Sold     int64
 	Holdings map[string]int64 // units by user
 	Recent   []*engine.Order  // orders with a request id, within the window
+	// Firsts are the first orders of the item's first engine.BoardSize
+	// users, by order id: its leaderboard.
+	Firsts []engine.BoardEntry
 	// Seq is the highest claim sequence of the item seen before the loss
 	// (the marks of record): the rebuilt pool counts on from above it.
 	Seq int64

@@ -146,7 +146,11 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	if e.server, err = server.New(cfg.Server, eng, reader, desk, checks, e.registry); err != nil {
+	extras := server.Extras{Codes: desk}
+	if cl != nil {
+		extras.Boards = cl.ledger
+	}
+	if e.server, err = server.New(cfg.Server, eng, reader, extras, checks, e.registry); err != nil {
 		return nil, fmt.Errorf("cannot build the HTTP server: %w", err)
 	}
 	return e, nil

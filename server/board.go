@@ -1,12 +1,19 @@
 package server
 
 import (
+	"context"
 	"strconv"
 
 	"github.com/valyala/fasthttp"
 
 	"github.com/flashsale/flashsale/engine"
 )
+
+// Boards reads a cluster's leaderboards (redisledger.Ledger): each item's
+// first buyers' first orders, by order id.
+type Boards interface {
+	Leaders(ctx context.Context, item string) ([]engine.BoardEntry, error)
+}
 
 type leaderboardJSON struct {
 	ItemID  string      `json:"item_id"`
@@ -35,14 +42,28 @@ func (s *Server) leaderboard(ctx *fasthttp.RequestCtx) {
 		}
 		limit = n
 	}
-	if !s.eng.LocalBoards() {
-		writeError(ctx, engine.CodeUnavailable, "the leaderboard is not available in cluster mode yet")
-		return
-	}
-	entries, err := s.eng.Leaderboard(id, limit)
-	if err != nil {
-		writeError(ctx, engine.CodeItemNotFound, "no item ", id)
-		return
+	var entries []engine.LeaderEntry
+	if s.boards == nil { // standalone: the engine's
+		var err error
+		if entries, err = s.eng.Leaderboard(id, limit); err != nil {
+			writeError(ctx, engine.CodeItemNotFound, "no item ", id)
+			return
+		}
+	} else { // a cluster's: the writers keep it in Redis
+		v, ok := s.eng.Item(id)
+		if !ok {
+			writeError(ctx, engine.CodeItemNotFound, "no item ", id)
+			return
+		}
+		ioCtx, cancel := s.ioContext()
+		firsts, err := s.boards.Leaders(ioCtx, id)
+		cancel()
+		if err != nil {
+			s.errLog.Error("cannot read a leaderboard", "item", id, "err", err)
+			writeError(ctx, engine.CodeUnavailable, "the leaderboard store is unavailable; retry later")
+			return
+		}
+		entries = engine.Rank(&v.Item, firsts, limit)
 	}
 	lj := leaderboardJSON{ItemID: id, Entries: make([]entryJSON, len(entries))}
 	for i, e := range entries {

@@ -49,10 +49,11 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, codeUnsupportedMediaType, "Content-Type must be application/json")
 		return
 	}
-	user, ok := s.shopper(ctx)
+	authenticated, ok := s.shopper(ctx)
 	if !ok {
 		return
 	}
+	user := authenticated
 	var b redeemBody
 	if err := decodeJSON(ctx.PostBody(), &b); err != nil {
 		writeError(ctx, engine.CodeInvalidRequest, "body must be a JSON object: code (string), user_id (string)")
@@ -70,7 +71,9 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	now, ip := time.Now(), s.clientIP(ctx)
-	if blocked, wait := s.guesses.Blocked(ip, user, now); blocked {
+	// Failures count per IP, and per user where the user is authenticated
+	// (-identity header or jwt): a user id in the body is anybody's to name.
+	if blocked, wait := s.guesses.Blocked(ip, authenticated, now); blocked {
 		s.metrics.redeemed.WithLabelValues("guessing").Inc()
 		writeError(ctx, codeRateLimited, "too many codes that are not valid from this client or user; wait before trying again")
 		var buf [20]byte
@@ -81,7 +84,7 @@ func (s *Server) redeem(ctx *fasthttp.RequestCtx) {
 	switch {
 	case err == nil:
 	case errors.Is(err, codes.ErrInvalid):
-		s.guesses.Failed(ip, user, now)
+		s.guesses.Failed(ip, authenticated, now)
 		s.metrics.redeemed.WithLabelValues(string(codeInvalidCode)).Inc()
 		writeError(ctx, codeInvalidCode, "not a valid code: check it for typos")
 		return

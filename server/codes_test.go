@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -111,4 +112,32 @@ func TestLeaderboardContract(t *testing.T) {
 		errCode(t, get(bad), 400, "invalid_request")
 	}
 	errCode(t, ts.do(ts.pub, "GET", "/api/v1/items/nope/leaderboard", ""), 404, "item_not_found")
+}
+
+// Behind a gateway (-identity header) the redeemer is the authenticated
+// shopper, whatever the body says; and its invalid codes count against it
+// from any IP, while a body's user_id (anybody's to name) never does.
+func TestRedeemAsTheAuthenticatedShopper(t *testing.T) {
+	ts := newTestServer(t, Options{Identity: Identity{Mode: IdentityHeader}, InvalidCodesPerMinute: 1,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	r := ts.do(ts.adm, "POST", "/api/v1/codes/batches", `{"batch":"gw","count":2,"value_cents":100}`)
+	var b struct{ Codes []string }
+	if err := json.Unmarshal([]byte(r.body), &b); r.status != 201 || err != nil {
+		t.Fatalf("batch: %d %s", r.status, r.body)
+	}
+	gw1, gw2 := ts.clientFrom("10.0.0.2:4000"), ts.clientFrom("10.0.0.3:4000")
+	if r := ts.do(gw1, "POST", "/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q,"user_id":"mallory"}`, b.Codes[0]), "X-User-Id: alice"); r.status != 200 ||
+		!strings.Contains(r.body, `"user_id":"alice"`) {
+		t.Fatalf("through the gateway: %d %s", r.status, r.body)
+	}
+	errCode(t, ts.do(gw1, "POST", "/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q}`, b.Codes[1])), 401, "unauthorized")
+	// Ten invalid codes of mallory's through one gateway address: mallory
+	// is refused through the other, alice is not.
+	for i := range 10 {
+		errCode(t, ts.do(gw1, "POST", "/api/v1/codes/redeem", fmt.Sprintf(`{"code":"%05d-00000-00000-00000-00000"}`, i), "X-User-Id: mallory"), 400, "invalid_code")
+	}
+	errCode(t, ts.do(gw2, "POST", "/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q}`, b.Codes[1]), "X-User-Id: mallory"), 429, "rate_limited")
+	if r := ts.do(gw2, "POST", "/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q}`, b.Codes[1]), "X-User-Id: alice"); r.status != 200 {
+		t.Fatalf("another user through the other gateway: %d %s", r.status, r.body)
+	}
 }

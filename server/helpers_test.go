@@ -92,7 +92,7 @@ func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) e
 		t.Fatal(err)
 	}
 	desk := codes.NewDesk(keys, store, nil, nil, nil)
-	srv, err := New(opts, eng, store, desk, checks, prometheus.NewRegistry())
+	srv, err := New(opts, eng, store, Extras{Codes: desk}, checks, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

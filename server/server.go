@@ -150,6 +150,14 @@ type OrderReader interface {
 	UserOrders(ctx context.Context, user string) ([]*engine.Order, error)
 }
 
+// Extras are what an edge serves besides purchases: redemption codes (nil:
+// not available) and, in a cluster, the leaderboards the writers keep (nil:
+// the engine's own).
+type Extras struct {
+	Codes  *codes.Desk
+	Boards Boards
+}
+
 // Check reports whether a dependency is reachable, for /readyz.
 type Check struct {
 	Name  string
@@ -162,6 +170,7 @@ type Server struct {
 	eng     *engine.Engine
 	orders  OrderReader
 	codes   *codes.Desk        // redemption codes; nil answers 503 (not configured)
+	boards  Boards             // a cluster's leaderboards; nil: the engine's
 	guesses *admission.Guesses // invalid codes per client and user; nil: unlimited
 
 	public, admin *fasthttp.Server
@@ -176,7 +185,7 @@ type Server struct {
 // New builds a server. Its metrics are registered on reg, which /metrics
 // serves (with whatever else the caller registered there); /readyz asks
 // checks.
-func New(opts Options, eng *engine.Engine, orders OrderReader, desk *codes.Desk, checks []Check, reg *prometheus.Registry) (*Server, error) {
+func New(opts Options, eng *engine.Engine, orders OrderReader, extras Extras, checks []Check, reg *prometheus.Registry) (*Server, error) {
 	f, err := newFront(opts, checks, reg)
 	if err != nil {
 		return nil, err
@@ -185,7 +194,8 @@ func New(opts Options, eng *engine.Engine, orders OrderReader, desk *codes.Desk,
 		front:       f,
 		eng:         eng,
 		orders:      orders,
-		codes:       desk,
+		codes:       extras.Codes,
+		boards:      extras.Boards,
 		guesses:     admission.NewGuesses(f.opts.InvalidCodesPerMinute, invalidCodesBurst, f.opts.Limits.MaxIPs),
 		limits:      admission.NewLimits(f.opts.Limits, time.Now()),
 		inflight:    admission.NewInflight(f.opts.MaxInflight, f.opts.MaxQueueWait),

@@ -10,6 +10,13 @@
 //     node 2 at once (its latency, whether it found the order, and how long
 //     until it does when it does not);
 //
+//   - the leaderboard: from each of 100 buyers' 201 on node 1 until node 2's
+//     board lists them (the writer stores the order, then updates the board),
+//     and Redis commands per leaderboard read (-board-reads on node 2);
+//
+//   - redemptions a second: -redemptions codes of one batch, each redeemed
+//     once, spread over the nodes;
+//
 //   - the catalogue's propagation: -items creates and restocks on node 1,
 //     each polled on node 2 until it shows (from the PUT's answer);
 //
@@ -61,6 +68,8 @@ func main() {
 	users := flag.Int("users", 20000, "shoppers in the flash sale")
 	stock := flag.Int("stock", 1000, "units in the flash sale")
 	conns := flag.Int("conns", 64, "concurrent shoppers in the flash sale")
+	boardReads := flag.Int("board-reads", 10000, "leaderboard reads on node 2 whose Redis commands are counted")
+	redemptions := flag.Int("redemptions", 5000, "codes of one batch redeemed, spread over the nodes")
 	flag.Parse()
 
 	c := &probe{http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *conns}}}
@@ -76,9 +85,14 @@ func main() {
 	if late.TotalCount() > 0 {
 		row(tw, "  until found, when not at once", late, "")
 	}
+	lag, reads, readCmds := c.board(*boardReads)
+	row(tw, "201 on node 1 until on node 2's leaderboard", lag, "")
+	fmt.Fprintf(tw, "Redis commands per leaderboard read\t%d\t%.4f\t\t\tthe board unchanged; client-side cache\t\n", reads, float64(readCmds)/float64(reads))
 	created, restocked := c.propagation(*items)
 	row(tw, "item created on 1, sold on 2", created, "")
 	row(tw, "item restocked on 1, seen on 2", restocked, "")
+	redeemed, took := c.redeem(*redemptions, *conns)
+	fmt.Fprintf(tw, "redemptions (every node, %d at once)\t%d\t\t\t\t%.0f a second\t\n", *conns, redeemed, float64(redeemed)/took.Seconds())
 	cmds, scripts, requests, sold, byCmd := c.flash(*users, *stock, *conns)
 	fmt.Fprintf(tw, "Redis commands per purchase request\t%d\t%.3f\t\t\t%.3f of them scripts; %d sold\t\n",
 		requests, float64(cmds)/float64(requests), float64(scripts)/float64(requests), sold)
@@ -138,7 +152,9 @@ func (c *probe) start(binary, redisAddr, dsn string, n int) {
 		}
 		time.Sleep(25 * time.Millisecond)
 	}
-	common := []string{"-redis", redisAddr, "-redis-prefix", c.prefix, "-kafka", broker, "-mysql", db}
+	secret := filepath.Join(dir, "codes.key")
+	check(os.WriteFile(secret, []byte("a secret of bench/cluster, 32 bytes"), 0o600))
+	common := []string{"-redis", redisAddr, "-redis-prefix", c.prefix, "-kafka", broker, "-mysql", db, "-codes-secret-file", "1:" + secret}
 	w, err := spawn.StartWriter(binary, nil, common...)
 	check(err)
 	c.writer = w
@@ -229,6 +245,72 @@ func (c *probe) winningPath(n int) (win, read, late *hdrhistogram.Histogram, fou
 	}
 	return win, read, late, found
 }
+
+// board measures, for 100 buyers one after another on node 1, the time from
+// each 201 until node 2's leaderboard lists the buyer; then reads node 2's
+// board reads times and counts Redis's commands meanwhile (net of the idle
+// nodes').
+func (c *probe) board(reads int) (lag *hdrhistogram.Histogram, n int, cmds int64) {
+	lag = newHist()
+	c.put("board", engineBoardSize)
+	other := c.nodes[1%len(c.nodes)].Public + "/api/v1/items/board/leaderboard?limit=100"
+	c.until(c.nodes[1%len(c.nodes)].Public+"/api/v1/items/board", func(code int, _ []byte) bool { return code == 200 })
+	for i := range engineBoardSize {
+		user := fmt.Sprintf("b%d", i)
+		if code, b, _ := c.call("POST", c.nodes[0].Public+"/api/v1/items/board/purchase", fmt.Sprintf(`{"user_id":%q}`, user)); code != 201 {
+			log.Fatalf("board purchase: %d %s", code, b)
+		}
+		lag.RecordValue(c.until(other, func(code int, b []byte) bool {
+			return code == 200 && strings.Contains(string(b), `"user_id":"`+user+`"`)
+		}).Microseconds())
+	}
+	before := c.commandStats()
+	t := time.Now()
+	for range reads {
+		c.call("GET", other, "")
+	}
+	took := time.Since(t)
+	during := c.commandStats()
+	time.Sleep(took)
+	idle := c.commandStats()
+	for name, v := range during {
+		background := idle[name] - v
+		if name == "cmdstat_info" {
+			background = 1
+		}
+		cmds += max(v-before[name]-background, 0)
+	}
+	return lag, reads, cmds
+}
+
+// redeem makes a batch of n codes and redeems each once, spread round-robin
+// over the nodes, conns at a time: how many answered 200, and how long it
+// took.
+func (c *probe) redeem(n, conns int) (int, time.Duration) {
+	code, b, _ := c.call("POST", c.nodes[0].Admin+"/api/v1/codes/batches", fmt.Sprintf(`{"batch":"probe","count":%d,"value_cents":100}`, n))
+	var batch struct{ Codes []string }
+	if err := json.Unmarshal(b, &batch); code != 201 || err != nil {
+		log.Fatalf("batch: %d %s", code, b)
+	}
+	var next, ok atomic.Int64
+	var wg sync.WaitGroup
+	t := time.Now()
+	for range conns {
+		wg.Go(func() {
+			for i := next.Add(1) - 1; i < int64(n); i = next.Add(1) - 1 {
+				node := c.nodes[int(i)%len(c.nodes)]
+				if code, _, _ := c.call("POST", node.Public+"/api/v1/codes/redeem", fmt.Sprintf(`{"code":%q,"user_id":"r%d"}`, batch.Codes[i], i)); code == 200 {
+					ok.Add(1)
+				}
+			}
+		})
+	}
+	wg.Wait()
+	return int(ok.Load()), time.Since(t)
+}
+
+// engineBoardSize is engine.BoardSize (the board keeps the first 100).
+const engineBoardSize = 100
 
 func (c *probe) propagation(n int) (created, restocked *hdrhistogram.Histogram) {
 	created, restocked = newHist(), newHist()

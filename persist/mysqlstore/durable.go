@@ -1,10 +1,12 @@
 package mysqlstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -253,15 +255,24 @@ func (s *Store) Tallies(ctx context.Context, items []engine.Item, since time.Tim
 		byID[it.ID] = &out[i]
 	}
 	first := engine.FirstOrderIDAt(since)
+	firsts := make(map[string]map[string]engine.BoardEntry, len(items)) // item -> user -> first order
 	for i := 0; i < s.tables; i++ {
-		if err := s.tallyTable(ctx, tableName(i), byID, first); err != nil {
+		if err := s.tallyTable(ctx, tableName(i), byID, first, firsts); err != nil {
 			return nil, err
 		}
+	}
+	for i := range out {
+		t := &out[i]
+		for _, b := range firsts[t.Item.ID] {
+			t.Firsts = append(t.Firsts, b)
+		}
+		slices.SortFunc(t.Firsts, func(a, b engine.BoardEntry) int { return cmp.Compare(a.OrderID, b.OrderID) })
+		t.Firsts = t.Firsts[:min(len(t.Firsts), engine.BoardSize)]
 	}
 	return out, nil
 }
 
-func (s *Store) tallyTable(ctx context.Context, table string, byID map[string]*ledger.Tally, first uint64) error {
+func (s *Store) tallyTable(ctx context.Context, table string, byID map[string]*ledger.Tally, first uint64, firsts map[string]map[string]engine.BoardEntry) error {
 	rows, err := s.db.QueryContext(ctx, "SELECT "+orderColumns+" FROM "+table)
 	if err != nil {
 		return fmt.Errorf("mysqlstore: cannot tally %s: %w", table, err)
@@ -278,6 +289,14 @@ func (s *Store) tallyTable(ctx context.Context, table string, byID map[string]*l
 		}
 		t.Sold += o.Quantity
 		t.Holdings[o.UserID] += o.Quantity
+		byUser := firsts[o.ItemID]
+		if byUser == nil {
+			byUser = map[string]engine.BoardEntry{}
+			firsts[o.ItemID] = byUser
+		}
+		if b, ok := byUser[o.UserID]; !ok || o.ID < b.OrderID {
+			byUser[o.UserID] = engine.BoardEntry{ItemID: o.ItemID, UserID: o.UserID, OrderID: o.ID, At: o.CreatedAt}
+		}
 		if o.RequestID != "" && o.ID >= first {
 			o.Status = engine.Accepted // the first answer said accepted
 			t.Recent = append(t.Recent, o)

@@ -253,6 +253,9 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 	if err := w.o.Store.Write(ctx, keep); err != nil {
 		return err
 	}
+	if err := w.o.Claims.Board(ctx, keep); err != nil { // stored: on the leaderboards (idempotent, as the rest)
+		return err
+	}
 	w.stored.Add(float64(len(keep)))
 	if len(dead) > 0 {
 		if err := w.cl.ProduceSync(ctx, dead...).FirstErr(); err != nil {

@@ -65,7 +65,8 @@ func (c *Catalog) SaveItem(ctx context.Context, it engine.Item) error {
 		c.c.B().Hset().Key(c.defKey(it.ID)).FieldValue().
 			FieldValue("name", it.Name).FieldValue("price_cents", strconv.FormatInt(it.PriceCents, 10)).
 			FieldValue("stock", strconv.FormatInt(it.Stock, 10)).FieldValue("per_user_limit", strconv.FormatInt(it.PerUserLimit, 10)).
-			FieldValue("starts_at", nanos(it.StartsAt)).FieldValue("ends_at", nanos(it.EndsAt)).FieldValue("ended", ended).Build(),
+			FieldValue("starts_at", nanos(it.StartsAt)).FieldValue("ends_at", nanos(it.EndsAt)).FieldValue("ended", ended).
+			FieldValue("created", nanos(it.Created)).Build(),
 		c.c.B().Sadd().Key(c.setKey()).Member(it.ID).Build(),
 		c.c.B().Publish().Channel(eventsChannel(c.prefix)).Message("i|" + it.ID).Build(), // every node follows at once
 	}
@@ -130,7 +131,7 @@ func parseItem(id string, m map[string]string) (engine.Item, error) {
 		return time.Time{}
 	}
 	it := engine.Item{ID: id, Name: m["name"], PriceCents: num("price_cents"), Stock: num("stock"),
-		PerUserLimit: num("per_user_limit"), StartsAt: t("starts_at"), EndsAt: t("ends_at"), Ended: m["ended"] == "1"}
+		PerUserLimit: num("per_user_limit"), StartsAt: t("starts_at"), EndsAt: t("ends_at"), Ended: m["ended"] == "1", Created: t("created")}
 	if err := it.Validate(); err != nil {
 		return engine.Item{}, fmt.Errorf("redisledger: stored item %q is not valid: %w", id, err)
 	}

@@ -141,7 +141,7 @@ func (l *Ledger) Fence(ctx context.Context, next string, items []string) error {
 	cmds := rueidis.Commands{l.c.B().Set().Key(l.generationKey()).Value(ledger.Rebuilding + next).Build()}
 	for _, item := range items {
 		k := l.keys(item)
-		cmds = append(cmds, l.c.B().Unlink().Key(k.stock, k.leases, k.users, k.claims).Build()) // freed in the background
+		cmds = append(cmds, l.c.B().Unlink().Key(k.stock, k.leases, k.users, k.claims, k.board(), k.boardUsers()).Build()) // freed in the background
 	}
 	cmds = append(cmds, l.c.B().Publish().Channel(l.channel()).Message("g|"+ledger.Rebuilding+next).Build())
 	for _, r := range l.c.DoMulti(ctx, cmds...) {
@@ -252,6 +252,14 @@ func (l *Ledger) Restore(ctx context.Context, t ledger.Tally, gen string, now ti
 			if err := flush(false); err != nil {
 				return err
 			}
+		}
+	}
+	for _, b := range t.Firsts { // the leaderboard
+		m := boardMember(b.OrderID, b.UserID)
+		cmds = append(cmds, l.c.B().Zadd().Key(k.board()).ScoreMember().ScoreMember(0, m).Build(),
+			l.c.B().Hset().Key(k.boardUsers()).FieldValue().FieldValue(b.UserID, m).Build())
+		if err := flush(false); err != nil {
+			return err
 		}
 	}
 	remaining := max(t.Item.Stock-t.Sold, 0)

@@ -81,19 +81,20 @@ func (s *Store) Redeem(_ context.Context, r *codes.Redemption) (*codes.Redemptio
 		return nil, ErrClosed
 	}
 	b := s.open
+	i := len(b.redemptions)
 	b.redemptions = append(b.redemptions, r)
 	if err := s.wait(b); err != nil {
 		return nil, err
 	}
-	var user string
+	if b.inserted[i] {
+		return r, nil
+	}
+	var user string // redeemed before: the first
 	var at int64
 	if err := s.r.QueryRow(`SELECT user_id, redeemed_at FROM redemptions WHERE batch = ? AND serial = ?`, r.Number, r.Serial).Scan(&user, &at); err != nil {
 		return nil, fmt.Errorf("sqlitestore: cannot read a redemption back: %w", err)
 	}
-	if user == r.UserID && at == r.At.UnixMilli() {
-		return r, nil
-	}
-	first := *r // redeemed before, by this user or another
+	first := *r
 	first.UserID, first.At = user, time.UnixMilli(at).UTC()
 	return &first, nil
 }

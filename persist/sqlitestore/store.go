@@ -82,6 +82,7 @@ type Store struct {
 type batch struct {
 	orders      []*engine.Order
 	redemptions []*codes.Redemption
+	inserted    []bool        // by redemption: false when its code was redeemed before
 	done        chan struct{} // closed when err is set
 	err         error
 }
@@ -250,7 +251,8 @@ func (s *Store) writer() {
 				}
 				break
 			}
-			b.err = s.commit(b.orders, b.redemptions)
+			b.inserted = make([]bool, len(b.redemptions))
+			b.err = s.commit(b.orders, b.redemptions, b.inserted)
 			close(b.done)
 		}
 	}
@@ -279,8 +281,9 @@ const rowsPerInsert = 128
 const insertHead = "INSERT INTO orders (id, item_id, user_id, quantity, price_cents, request_id, created_at) VALUES "
 
 // commit writes orders and redemptions in one transaction, durable when it
-// returns nil.
-func (s *Store) commit(orders []*engine.Order, redemptions []*codes.Redemption) (err error) {
+// returns nil; inserted says which redemptions went in (a code redeemed
+// before keeps its first).
+func (s *Store) commit(orders []*engine.Order, redemptions []*codes.Redemption, inserted []bool) (err error) {
 	start, count := time.Now(), len(orders)+len(redemptions)
 	defer func() {
 		s.commitSeconds.Observe(time.Since(start).Seconds())
@@ -326,11 +329,17 @@ func (s *Store) commit(orders []*engine.Order, redemptions []*codes.Redemption) 
 		}
 		orders = orders[n:]
 	}
-	for _, r := range redemptions {
-		if _, err := tx.Exec(`INSERT INTO redemptions (batch, serial, user_id, redeemed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			r.Number, r.Serial, r.UserID, r.At.UnixMilli()); err != nil {
+	for i, r := range redemptions {
+		res, err := tx.Exec(`INSERT INTO redemptions (batch, serial, user_id, redeemed_at) VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+			r.Number, r.Serial, r.UserID, r.At.UnixMilli())
+		if err != nil {
 			return err
 		}
+		n, err := res.RowsAffected()
+		if err != nil {
+			return err
+		}
+		inserted[i] = n == 1
 	}
 	return tx.Commit()
 }

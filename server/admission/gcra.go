@@ -88,6 +88,15 @@ func (b *Bucket) Ready(now time.Time) (bool, time.Duration) {
 	return true, 0
 }
 
+// Full reports whether the bucket holds its whole burst at now: forgetting
+// it would change nothing.
+func (b *Bucket) Full(now time.Time) bool {
+	if b == nil || b.rate <= 0 {
+		return true
+	}
+	return b.tat.Load() <= now.UnixNano()
+}
+
 // RetryAfter turns a wait into the whole seconds of a Retry-After header,
 // at least 1.
 func RetryAfter(wait time.Duration) int {

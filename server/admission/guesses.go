@@ -16,7 +16,9 @@ type Guesses struct {
 }
 
 // NewGuesses allows burst failures, refilled at perMinute, per IP and per
-// user, tracking at most maxKeys of each. perMinute <= 0 turns it off (nil).
+// user, tracking at most maxKeys of each (0: DefaultMaxIPs); a client that
+// is being refused is never the one forgotten to make room (while any key
+// has a full bucket). perMinute <= 0 turns it off (nil).
 func NewGuesses(perMinute float64, burst int, maxKeys int) *Guesses {
 	if perMinute <= 0 {
 		return nil
@@ -27,20 +29,22 @@ func NewGuesses(perMinute float64, burst int, maxKeys int) *Guesses {
 }
 
 // Blocked says whether ip or user (empty: none) is over its limit of
-// failures, and how long until it is not.
+// failures, and how long until neither is. Pass a user only when it is
+// authenticated: a user id anybody may name would let a guesser change it
+// at will, and lock out the user it names.
 func (g *Guesses) Blocked(ip netip.Addr, user string, now time.Time) (bool, time.Duration) {
 	if g == nil {
 		return false, 0
 	}
-	if ok, wait := g.ips.Get(ip, now).Ready(now); !ok {
-		return true, wait
-	}
+	okIP, wait := g.ips.Get(ip, now).Ready(now)
+	okUser := true
 	if user != "" {
-		if ok, wait := g.users.Get(user, now).Ready(now); !ok {
-			return true, wait
+		var w time.Duration
+		if okUser, w = g.users.Get(user, now).Ready(now); !okUser {
+			wait = max(wait, w)
 		}
 	}
-	return false, 0
+	return !okIP || !okUser, wait
 }
 
 // Failed counts a failed attempt of ip and user.

@@ -39,3 +39,21 @@ func TestGuesses(t *testing.T) {
 		t.Fatal("a limit turned off blocks")
 	}
 }
+
+// A guesser who is being refused is not forgotten to make room for other
+// clients: they are (their buckets full), and the default tracks 100,000.
+func TestGuessesKeepTheBlocked(t *testing.T) {
+	now := time.Unix(1000, 0)
+	guesser := netip.MustParseAddr("10.9.9.9")
+	for _, g := range []*Guesses{NewGuesses(6, 3, 640), NewGuesses(6, 3, 0)} {
+		for range 3 {
+			g.Failed(guesser, "", now)
+		}
+		for i := range 5000 {
+			g.Blocked(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), "", now)
+		}
+		if blocked, _ := g.Blocked(guesser, "", now); !blocked {
+			t.Fatal("the guesser was forgotten while blocked")
+		}
+	}
+}

@@ -34,8 +34,11 @@ type keyedBucket struct {
 var seed = maphash.MakeSeed()
 
 // NewKeyed returns buckets of rate per second and burst, for at most
-// maxKeys keys, each forgotten after idle.
+// maxKeys keys (0: DefaultMaxIPs), each forgotten after idle.
 func NewKeyed[K comparable](rate, burst float64, maxKeys int, idle time.Duration) *Keyed[K] {
+	if maxKeys <= 0 {
+		maxKeys = DefaultMaxIPs
+	}
 	return &Keyed[K]{rate: rate, burst: burst, max: max(1, maxKeys/keyedShards), idle: idle}
 }
 
@@ -63,12 +66,19 @@ func (k *Keyed[K]) Get(key K, now time.Time) *Bucket {
 	return b.Bucket
 }
 
-// evict makes room in a full shard: the idle keys, or else one.
+// evict makes room in a full shard: the idle keys, or else one whose
+// bucket is full (forgetting it changes nothing), or else an arbitrary one.
 func (sh *keyedShard[K]) evict(now time.Time, idle time.Duration) {
 	if sh.dropIdle(now.Add(-idle).UnixNano()) > 0 {
 		return
 	}
-	for key := range sh.m { // no idle key: drop an arbitrary one
+	for key, b := range sh.m {
+		if b.Full(now) {
+			delete(sh.m, key)
+			return
+		}
+	}
+	for key := range sh.m { // every key is spending: drop one
 		delete(sh.m, key)
 		return
 	}

@@ -30,7 +30,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	number := fs.Uint("number", 0, "the batch's number (the creation's answer: \"number\")")
 	key := fs.Int("key", -1, "the key id the batch is signed with (the answer's \"key\"); default the newest of -secret-file")
 	count := fs.Int("count", 0, "codes in the batch")
-	expires := fs.String("expires-at", "", "the batch's expiry, RFC 3339 (kept to the minute); empty for none")
+	expires := fs.String("expires-at", "", "the batch's expiry, RFC 3339 (kept to the minute), as the batch was made")
+	noExpiry := fs.Bool("no-expiry", false, "the batch has no expiry (instead of -expires-at)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -40,6 +41,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	if *secrets == "" || *number == 0 || *count == 0 {
 		return fail("-secret-file, -number and -count are required")
+	}
+	if (*expires == "") == !*noExpiry {
+		return fail("give the batch's -expires-at, or -no-expiry: a code with another expiry than its batch's is refused")
+	}
+	if *number > codes.MaxBatch || *key > 255 {
+		return fail("-number is at most %d and -key at most 255", codes.MaxBatch)
 	}
 	k, err := codes.LoadKeyring(*secrets)
 	if err != nil {

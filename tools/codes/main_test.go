@@ -32,7 +32,10 @@ func TestSameCodesAsTheServer(t *testing.T) {
 	if got := strings.Fields(out.String()); strings.Join(got, " ") != strings.Join(want, " ") {
 		t.Fatalf("codes %v, the server's %v", got, want)
 	}
-	if code := run([]string{"-number", "7"}, &out, &errOut); code != 2 {
-		t.Fatalf("without a secret: exit %d", code)
+	for _, bad := range [][]string{{"-number", "7"}, {"-secret-file", "2:" + path, "-number", "7", "-count", "3"},
+		{"-secret-file", "2:" + path, "-number", "99999999", "-count", "3", "-no-expiry"}} {
+		if code := run(bad, &out, &errOut); code != 2 {
+			t.Fatalf("%v: exit %d", bad, code)
+		}
 	}
 }
