@@ -1,12 +1,14 @@
 package e2e
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +17,7 @@ import (
 	"time"
 
 	"github.com/flashsale/flashsale/bench/spawn"
+	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 )
 
@@ -171,6 +174,29 @@ func redisLoses(t *testing.T, how string) {
 	for _, r := range rows {
 		if _, ok := won[strconv.FormatUint(r.ID, 10)]; !ok {
 			t.Fatalf("row %+v was never answered 201", r)
+		}
+	}
+	// The leaderboards, rebuilt with the ledger: the first 100 buyers of
+	// record, in order, on every node.
+	slices.SortFunc(rows, func(a, b *engine.Order) int { return cmp.Compare(a.ID, b.ID) })
+	var first []string
+	for _, r := range rows[:100] {
+		first = append(first, r.UserID)
+	}
+	for _, e := range edges {
+		_, _, b := call(t, "GET", e.public+"/api/v1/items/it/leaderboard?limit=100", "")
+		var lb struct {
+			Entries []struct {
+				UserID string `json:"user_id"`
+			}
+		}
+		json.Unmarshal(b, &lb)
+		var got []string
+		for _, x := range lb.Entries {
+			got = append(got, x.UserID)
+		}
+		if strings.Join(got, ",") != strings.Join(first, ",") {
+			t.Fatalf("the leaderboard on %s after %s:\n got  %v\n want %v", e.public, how, got, first)
 		}
 	}
 	i := 0

@@ -70,9 +70,18 @@ func main() {
 	conns := flag.Int("conns", 64, "concurrent shoppers in the flash sale")
 	boardReads := flag.Int("board-reads", 10000, "leaderboard reads on node 2 whose Redis commands are counted")
 	redemptions := flag.Int("redemptions", 5000, "codes of one batch redeemed, spread over the nodes")
+	standalone := flag.Bool("standalone", false, "measure redemptions a second on one standalone node instead (the same -redemptions and -conns)")
 	flag.Parse()
 
 	c := &probe{http: &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: *conns}}}
+	if *standalone {
+		c.startStandalone(*binary)
+		defer c.stop()
+		n, took := c.redeem(*redemptions, *conns)
+		fmt.Printf("binary %s, standalone, %s: %d redemptions, %d at once: %.0f a second\n", *binary,
+			time.Now().UTC().Format(time.RFC3339), n, *conns, float64(n)/took.Seconds())
+		return
+	}
 	c.start(*binary, *redisAddr, *dsn, *nodes)
 	defer c.stop()
 
@@ -165,9 +174,27 @@ func (c *probe) start(binary, redisAddr, dsn string, n int) {
 	}
 }
 
+// startStandalone spawns one standalone node with a secret for codes.
+func (c *probe) startStandalone(binary string) {
+	dir, err := os.MkdirTemp("", "flashsale-probe")
+	check(err)
+	c.cancel = append(c.cancel, func() { os.RemoveAll(dir) })
+	secret := filepath.Join(dir, "codes.key")
+	check(os.WriteFile(secret, []byte("a secret of bench/cluster, 32 bytes"), 0o600))
+	p, err := spawn.Start(binary, filepath.Join(dir, "node"), nil, "-codes-secret-file", "1:"+secret)
+	check(err)
+	c.nodes = append(c.nodes, p)
+}
+
 func (c *probe) stop() {
 	for _, p := range c.nodes {
 		p.Stop()
+	}
+	if c.writer == nil { // standalone
+		for i := len(c.cancel) - 1; i >= 0; i-- {
+			c.cancel[i]()
+		}
+		return
 	}
 	c.writer.Stop()
 	ctx := context.Background()
