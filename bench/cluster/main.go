@@ -26,6 +26,7 @@
 //     nodes send Redis over as long (heartbeats, reconcilers, refreshes).
 //
 //     go build -o bin/flashsale . && go run ./bench/cluster -binary bin/flashsale
+//     go run ./bench/cluster -binary bin/flashsale -standalone  # redemptions a second, one standalone node
 //
 // Run it against an older binary to compare (the HTTP contract is the same).
 package main
