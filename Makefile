@@ -11,7 +11,7 @@ FUZZTIME    ?= 20000x
 BENCHTIME   ?= 1s
 STATICCHECK := honnef.co/go/tools/cmd/staticcheck@v0.8.2
 
-.PHONY: build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint check-size check-deps clean
+.PHONY: check-rules build run test test-race test-alloc fuzz bench bench-ramp gobench wrk-compare fmt fmt-check vet lint check-size check-deps clean
 
 build:
 	$(GO) build -ldflags "$(LDFLAGS)" -o bin/flashsale .
@@ -24,7 +24,17 @@ run: build
 ## test framework, format, vet, race-enabled tests (unit, HTTP, in-process
 ## cluster, end-to-end), the allocation tests (which need the race detector
 ## off) and a short run of every fuzz target.
-test: check-size check-deps fmt-check vet test-race test-alloc fuzz
+test: check-size check-deps fmt-check vet check-rules test-race test-alloc fuzz
+
+## check-rules: the Prometheus configuration and alert rules, checked and
+## unit-tested with promtool (Debian's prometheus package; CI installs it).
+check-rules:
+	@if command -v promtool >/dev/null 2>&1; then \
+		cd deploy/prometheus && promtool check config prometheus.yml && promtool test rules flashsale-rules.test.yml; \
+	else \
+		echo "promtool is not installed: the alert rules are NOT tested (apt-get install prometheus)"; \
+		if [ -n "$$CI" ]; then exit 1; fi; \
+	fi
 
 test-race:
 	$(GO) test -race -count=1 ./...

@@ -167,6 +167,26 @@ var (
 	mockErr  error
 )
 
+// checkMetrics lints a live scrape of admin's /metrics with promtool check
+// metrics (Prometheus's naming and exposition rules); skipped without
+// promtool, failed under CI.
+func checkMetrics(t *testing.T, admin string) {
+	t.Helper()
+	bin, err := exec.LookPath("promtool")
+	if err != nil {
+		if os.Getenv("CI") != "" {
+			t.Fatal("promtool is not installed; .ci/run installs it")
+		}
+		t.Skip("promtool is not installed")
+	}
+	_, _, scrape := call(t, "GET", admin+"/metrics", "")
+	cmd := exec.Command(bin, "check", "metrics")
+	cmd.Stdin = bytes.NewReader(scrape)
+	if out, err := cmd.CombinedOutput(); err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Fatalf("promtool check metrics on %s: %v\n%s", admin, err, out)
+	}
+}
+
 // kcat runs kcat (librdkafka's command-line client) with stdin and returns
 // its output; skipped without it, failed under CI.
 func kcat(t *testing.T, stdin []byte, args ...string) []byte {

@@ -174,7 +174,9 @@ func clusterThroughKafka(t *testing.T, kafka string, kafkaFlags []string) {
 	if a := balanced(); a.Claimed != stock || a.Pending != 0 || a.Remaining != 0 {
 		t.Fatalf("ledger at the end: %+v", a)
 	}
-	if kafkaFlags == nil {
+	if kafkaFlags == nil { // the dev broker's run: lint the live scrapes of an edge and a writer
+		checkMetrics(t, nodes[0].Admin)
+		checkMetrics(t, writer.Admin)
 		return
 	}
 	// kcat's view: every row is a record of the orders topic, keyed by its

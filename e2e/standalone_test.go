@@ -143,6 +143,7 @@ func TestGracefulShutdown(t *testing.T) {
 	p := start(t, dir, "-shutdown-delay", "1500ms")
 	call(t, "PUT", p.Admin+"/api/v1/items/it", `{"name":"x","price_cents":1,"stock":5}`)
 	_, _, first := call(t, "POST", p.Public+"/api/v1/items/it/purchase", `{"user_id":"u","request_id":"r"}`)
+	checkMetrics(t, p.Admin) // a live standalone scrape is promtool-clean
 	p.Cmd.Process.Signal(syscall.SIGTERM)
 	// During the shutdown delay /readyz fails, so load balancers move
 	// traffic away, while requests are still served.

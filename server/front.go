@@ -45,8 +45,43 @@ func newFront(opts Options, checks []Check, reg *prometheus.Registry) (*front, e
 	if err := reg.Register(f.routes); err != nil {
 		return nil, fmt.Errorf("cannot register HTTP metrics: %w", err)
 	}
+	ready := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "flashsale_ready",
+		Help: "1 when /readyz would answer 200 (every dependency answers), 0 when not or draining; asked at each scrape."},
+		func() float64 {
+			if f.ready() != nil {
+				return 0
+			}
+			return 1
+		})
+	if err := reg.Register(ready); err != nil {
+		return nil, fmt.Errorf("cannot register the readiness metric: %w", err)
+	}
 	return f, nil
 }
+
+// ready is /readyz's verdict: nil, or why not (the check's name and error).
+func (f *front) ready() error {
+	if f.draining.Load() {
+		return errDraining
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), f.opts.ReadyTimeout)
+	defer cancel()
+	for _, c := range f.checks {
+		if err := c.Check(ctx); err != nil {
+			return &notReady{name: c.Name, err: err}
+		}
+	}
+	return nil
+}
+
+var errDraining = errors.New("shutting down")
+
+type notReady struct {
+	name string
+	err  error
+}
+
+func (e *notReady) Error() string { return e.name + ": " + e.err.Error() }
 
 // newFastHTTP is a fasthttp server for the listener named listener
 // ("public", "admin"), with every limit set.
@@ -134,21 +169,17 @@ func (f *front) health(r *router.Router) {
 // stores are open and the engine rebuilt) and every dependency answers; 503
 // while one does not, and while draining for shutdown.
 func (f *front) readyz(ctx *fasthttp.RequestCtx) {
-	if f.draining.Load() {
-		writeError(ctx, engine.CodeUnavailable, "shutting down")
-		return
+	var nr *notReady
+	switch err := f.ready(); {
+	case err == nil:
+		ctx.Response.Header.SetContentTypeBytes(jsonContentType)
+		ctx.SetBodyString(`{"status":"ready"}`)
+	case errors.As(err, &nr):
+		f.errLog.Error("not ready", "dependency", nr.name, "err", nr.err)
+		writeError(ctx, engine.CodeUnavailable, nr.name, " is unavailable")
+	default:
+		writeError(ctx, engine.CodeUnavailable, err.Error())
 	}
-	cctx, cancel := context.WithTimeout(context.Background(), f.opts.ReadyTimeout)
-	defer cancel()
-	for _, c := range f.checks {
-		if err := c.Check(cctx); err != nil {
-			f.errLog.Error("not ready", "dependency", c.Name, "err", err)
-			writeError(ctx, engine.CodeUnavailable, c.Name, " is unavailable")
-			return
-		}
-	}
-	ctx.Response.Header.SetContentTypeBytes(jsonContentType)
-	ctx.SetBodyString(`{"status":"ready"}`)
 }
 
 // adminRoutes adds what every admin listener serves: /metrics, the pprof

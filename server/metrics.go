@@ -142,7 +142,7 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 		}, []string{"outcome"}),
 		byCode: map[engine.Code]prometheus.Counter{},
 
-		stockTotal: prometheus.NewDesc("flashsale_item_stock_total", "Units of the item for the whole sale.", []string{"item"}, nil),
+		stockTotal: prometheus.NewDesc("flashsale_item_stock", "Units of the item for the whole sale (its stock_total).", []string{"item"}, nil),
 		stockLeft:  prometheus.NewDesc("flashsale_item_stock_left", "Units of the item a buyer can still get.", []string{"item"}, nil),
 		sold:       prometheus.NewDesc("flashsale_item_sold", "Units of the item in durable orders.", []string{"item"}, nil),
 		pending:    prometheus.NewDesc("flashsale_item_pending", "Units of the item reserved by purchases not yet durable.", []string{"item"}, nil),
