@@ -406,6 +406,14 @@ func (e *Edge) reconcile(cl *clusterPart) error {
 	if err != nil {
 		return fmt.Errorf("cannot start the claim reconciler: %w", err)
 	}
+	// The writers' lag, from the brokers: visible here when every writer
+	// is dead.
+	lag, err := orderlog.NewLagCollector(e.cfg.Kafka)
+	if err != nil {
+		return fmt.Errorf("cannot read the consumer lag: %w", err)
+	}
+	e.steps.push("consumer lag reader", func() error { lag.Close(); return nil })
+	e.registry.MustRegister(lag)
 	cl.gap = gap
 	e.registry.MustRegister(gap.Collectors()...)
 	go gap.Run(cl.loops, e.cfg.ReconcileInterval, itemIDs)

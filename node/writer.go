@@ -87,6 +87,12 @@ func NewWriter(ctx context.Context, cfg Config) (_ *Writer, err error) {
 		return nil, fmt.Errorf("cannot join the writers' consumer group: %w", err)
 	}
 	w.registry.MustRegister(append(w.writer.Collectors(), db.Collectors()...)...)
+	lag, err := orderlog.NewLagCollector(cfg.Kafka)
+	if err != nil {
+		return nil, fmt.Errorf("cannot read the consumer lag: %w", err)
+	}
+	w.steps.push("consumer lag reader", func() error { lag.Close(); return nil })
+	w.registry.MustRegister(lag)
 	ow := w.writer
 	w.steps.push("consumer group", func() error { ow.Close(); return nil })
 	return w, nil

@@ -5,6 +5,7 @@
 //	fsctl -redis 127.0.0.1:6379 reconcile [item ...]  give dead nodes' leases back
 //	fsctl -redis 127.0.0.1:6379 nodes                  the registered nodes
 //	fsctl -redis ... -kafka ... -mysql ... rebuild      the ledger, from the orders of record
+//	fsctl -kafka ... lag                                the writers' lag, from the brokers
 //
 // With orders through Kafka, -kafka makes reconcile also settle the claims
 // whose order never reached Kafka (once the writers have passed the
@@ -32,6 +33,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -69,8 +71,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 	if fs.NArg() == 0 {
-		fmt.Fprintln(stderr, "usage: fsctl [-redis addr] [-redis-prefix fs] audit|reconcile|nodes|rebuild [item ...]")
+		fmt.Fprintln(stderr, "usage: fsctl [-redis addr] [-redis-prefix fs] audit|reconcile|nodes|rebuild|lag [item ...]")
 		return 2
+	}
+	kcfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout, MaxVersion: *maxVersion}
+	if fs.Arg(0) == "lag" {
+		if *kafka == "" {
+			fmt.Fprintln(stderr, "fsctl: lag needs -kafka")
+			return 2
+		}
+		return lag(kcfg, stdout, stderr)
 	}
 	c, err := rueidis.NewClient(rueidis.ClientOption{InitAddress: []string{*addr}, DisableCache: true})
 	if err != nil {
@@ -85,7 +95,6 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "fsctl: %v\n", err)
 		return 1
 	}
-	kcfg := orderlog.Config{Brokers: strings.Split(*kafka, ","), Topic: *topic, Group: *group, Timeout: *produceTimeout, MaxVersion: *maxVersion}
 	if fs.Arg(0) == "rebuild" {
 		if *kafka == "" || *dsn == "" {
 			fmt.Fprintln(stderr, "fsctl: rebuild needs -kafka and -mysql: the orders of record are there")
@@ -179,6 +188,35 @@ func rebuild(c rueidis.Client, o reconcile.RebuildOptions, mo mysqlstore.Options
 	}
 	tw.Flush()
 	fmt.Fprintf(stdout, "ledger rebuilt: generation %s, %d items, took %v\n", res.Generation, len(res.Items), res.Took.Round(time.Millisecond))
+	return 0
+}
+
+// lag prints the writers' lag per partition, as the brokers see it.
+func lag(c orderlog.Config, stdout, stderr io.Writer) int {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	l, err := orderlog.NewLagCollector(c)
+	if err != nil {
+		fmt.Fprintf(stderr, "fsctl: %v\n", err)
+		return 1
+	}
+	defer l.Close()
+	records, ages, err := l.Lag(ctx)
+	if err != nil {
+		fmt.Fprintf(stderr, "fsctl: %v\n", err)
+		return 1
+	}
+	parts := make([]int32, 0, len(records))
+	for p := range records {
+		parts = append(parts, p)
+	}
+	slices.Sort(parts)
+	tw := tabwriter.NewWriter(stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "partition\trecords\toldest\t")
+	for _, p := range parts {
+		fmt.Fprintf(tw, "%d\t%d\t%v\t\n", p, records[p], ages[p].Round(time.Millisecond))
+	}
+	tw.Flush()
 	return 0
 }
 

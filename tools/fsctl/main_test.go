@@ -176,3 +176,14 @@ func startKafka(t *testing.T) string {
 	}
 	return broker
 }
+
+func TestLag(t *testing.T) {
+	broker := startKafka(t)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"-kafka", broker, "lag"}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "partition") {
+		t.Fatalf("lag: %d %s%s", code, out.String(), errOut.String())
+	}
+	if code := run([]string{"lag"}, &out, &errOut); code != 2 {
+		t.Fatalf("lag without -kafka: %d", code)
+	}
+}
