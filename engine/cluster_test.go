@@ -380,3 +380,37 @@ func TestLostLeaseAnswerIsTrimmed(t *testing.T) {
 		t.Fatalf("%d of 10 units sold after the trim", sold)
 	}
 }
+
+// A request id that won on another node and is reused here for another
+// item: before selling, the node hears the feed (SyncFeed), learns the
+// winner, and answers 422 instead of a second order.
+func TestReuseOnAnotherNodeWaitsForTheFeed(t *testing.T) {
+	led := &enginetest.Ledger{}
+	a := newEngine(t, engine.Options{NodeID: 1, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led})
+	var b *engine.Engine
+	var heard []*engine.Order // what the feed carries to b
+	b = newEngine(t, engine.Options{NodeID: 2, Sink: &enginetest.Sink{}, Catalog: &enginetest.Catalog{}, Ledger: led,
+		SyncFeed: func(context.Context) error {
+			for _, o := range heard {
+				b.Remember(o)
+			}
+			return nil
+		}})
+	for _, e := range []*engine.Engine{a, b} {
+		put(t, e, "it", 5, 1)
+		if _, _, err := e.PutItem(context.Background(), engine.Item{ID: "other", Name: "o", PriceCents: 1, Stock: 5, PerUserLimit: 1}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	won, _, err := buy(a, "u", "r1", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	heard = append(heard, won)
+	if _, _, err := b.Purchase(context.Background(), engine.PurchaseRequest{ItemID: "other", UserID: "u", RequestID: "r1", Quantity: 1}); !errors.Is(err, engine.ErrIdempotencyKeyReused) {
+		t.Fatalf("the request id reused for another item on another node: %v, want 422", err)
+	}
+	if again, replayed, err := buy(b, "u", "r1", 1); err != nil || !replayed || again.ID != won.ID {
+		t.Fatalf("the winner's retry on the other node: %+v %v %v", again, replayed, err)
+	}
+}

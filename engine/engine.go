@@ -48,6 +48,11 @@ type Options struct {
 	MaxLease int64
 	// Now is the clock; default time.Now (tests pass one they move).
 	Now func() time.Time
+	// SyncFeed, when set (cluster mode), returns once every event published
+	// before it was called has reached this node's engine (the feed's
+	// barrier): a purchase with a request id the node does not know calls
+	// it before it sells. An error skips it.
+	SyncFeed func(ctx context.Context) error
 	// OnLedgerLost, when set, is told when the ledger answers that a pool
 	// is gone or of another generation (the engine stops selling: see
 	// SetLedgerLost): the node's guard looks at once.
@@ -72,13 +77,14 @@ type Engine struct {
 	maxLease int64
 	now      func() time.Time
 
-	items   atomic.Pointer[itemSet]
-	adminMu sync.Mutex // serialises item changes; never taken by purchases
-	ids     *idGen
-	idem    idemWindow
-	feedUp  atomic.Bool // cluster mode: the node's event feed is up (feed.go)
-	lost    atomic.Bool // cluster mode: the shared ledger was lost (feed.go)
-	onLost  func()      // Options.OnLedgerLost
+	items    atomic.Pointer[itemSet]
+	adminMu  sync.Mutex // serialises item changes; never taken by purchases
+	ids      *idGen
+	idem     idemWindow
+	feedUp   atomic.Bool                     // cluster mode: the node's event feed is up (feed.go)
+	lost     atomic.Bool                     // cluster mode: the shared ledger was lost (feed.go)
+	onLost   func()                          // Options.OnLedgerLost
+	syncFeed func(ctx context.Context) error // Options.SyncFeed
 
 	stop chan struct{}
 	done chan struct{}
@@ -143,6 +149,7 @@ func New(opts Options) (*Engine, error) {
 		maxLease: opts.MaxLease,
 		now:      opts.Now,
 		onLost:   opts.OnLedgerLost,
+		syncFeed: opts.SyncFeed,
 		ids:      ids,
 		stop:     make(chan struct{}),
 		done:     make(chan struct{}),
@@ -438,6 +445,17 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	}
 	if it.users.held(req.UserID)+q > cfg.PerUserLimit {
 		return nil, false, ErrLimitExceeded
+	}
+	if req.RequestID != "" && e.syncFeed != nil {
+		// A cluster node that does not know this request id, about to sell,
+		// first hears every claim made before the request came (the feed's
+		// barrier): a request id that won on another node, for this item or
+		// another, is then its replay or 422, never a second order.
+		if err := e.syncFeed(ctx); err == nil {
+			if ent, first := e.idem.lookup(r.key.bytes(), now); ent != nil {
+				return replay(ent, first, it.id, q)
+			}
+		}
 	}
 
 	if req.RequestID != "" {

@@ -88,6 +88,11 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 			return nil, err
 		}
 		opts.NodeID, opts.Ledger, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, cl.guarded, cl.catalog, cl.look
+		opts.SyncFeed = func(ctx context.Context) error {
+			ctx, cancel := context.WithTimeout(ctx, feedSyncWait)
+			defer cancel()
+			return cl.feed.Barrier(ctx)
+		}
 		checks = append(checks, cl.checks...)
 		p, err := e.openKafka(ctx, cl)
 		if err != nil {
@@ -491,6 +496,10 @@ func (e *Edge) rejoin(cl *clusterPart) func(context.Context) bool {
 		return true
 	}
 }
+
+// feedSyncWait bounds a purchase's wait for the feed (Options.SyncFeed):
+// past it the purchase goes on (the claim still checks its own item).
+const feedSyncWait = 50 * time.Millisecond
 
 // guardInterval is how often a node compares the ledger's generation with
 // the generation of record; the feed's generation events and a script
