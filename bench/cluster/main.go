@@ -252,7 +252,7 @@ func (c *probe) winningPath(n int) (win, read, late *hdrhistogram.Histogram, fou
 	c.until(c.nodes[1].Public+"/api/v1/items/win", func(code int, _ []byte) bool { return code == 200 })
 	other := c.nodes[1%len(c.nodes)].Public
 	for i := range n {
-		code, b, d := c.call("POST", c.nodes[0].Public+"/api/v1/items/win/purchase", fmt.Sprintf(`{"user_id":"w%d"}`, i))
+		code, b, d := c.call("POST", c.nodes[0].Public+"/api/v1/items/win/purchase", fmt.Sprintf(`{"user_id":"w%d","request_id":"r%d"}`, i, i))
 		if code != 201 {
 			log.Fatalf("purchase %d: %d %s", i, code, b)
 		}
