@@ -59,7 +59,8 @@ type Ledger interface {
 	// id first won, if it did; otherwise it records, for a moment, that the
 	// request id was answered "sold out", so that a Claim of it on another
 	// node in that moment answers ErrSoldOut too: twins sent to two nodes
-	// never get a 201 and a "sold out".
+	// never get a 201 and a "sold out". The order is kept (replays): its
+	// strings must not alias user or requestID, which alias a request.
 	Refuse(ctx context.Context, item, user, requestID string) (first *Order, err error)
 }
 

@@ -123,9 +123,18 @@ type edgeMetrics struct {
 	limited      [4]prometheus.Counter // by admission.Limit
 	decisions    *prometheus.CounterVec
 	redeemed     *prometheus.CounterVec // redemption answers by outcome
+	durations    *prometheus.HistogramVec
+	decided      [3]prometheus.Observer // by decidedWon, decidedReplayed, decidedRefused
 
 	stockTotal, stockLeft, sold, pending, auditDifference, idemEntries, inflight, clients *prometheus.Desc
 }
+
+// Results of flashsale_purchase_decision_seconds.
+const (
+	decidedWon = iota
+	decidedReplayed
+	decidedRefused
+)
 
 var purchaseCodes = []engine.Code{
 	engine.CodeInvalidRequest, engine.CodeItemNotFound, engine.CodeSoldOut, engine.CodeLimitExceeded,
@@ -160,6 +169,18 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 		Name: "flashsale_code_redemptions_total",
 		Help: "Redemption answers by outcome: redeemed, replayed, guessing (refused before the check: too many invalid codes), or the error code.",
 	}, []string{"outcome"})
+	for _, o := range []string{"redeemed", "replayed", "guessing", string(codeInvalidCode), string(codeCodeExpired), string(codeCodeUsed),
+		string(engine.CodeRequestInProgress), string(engine.CodeUnavailable)} {
+		m.redeemed.WithLabelValues(o) // every outcome exported from the start, at 0
+	}
+	m.durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "flashsale_purchase_decision_seconds",
+		Help:    "Time the engine took to answer a purchase, by result: won (the order durable), replayed, refused (sold out, over the limit, 503...): winners and losers apart.",
+		Buckets: prometheus.ExponentialBuckets(1e-6, 2.5, 16), // 1 µs .. 0.9 s
+	}, []string{"result"})
+	for i, r := range [...]string{decidedWon: "won", decidedReplayed: "replayed", decidedRefused: "refused"} {
+		m.decided[i] = m.durations.WithLabelValues(r)
+	}
 	m.created = m.outcomes.WithLabelValues("created")
 	m.replayed = m.outcomes.WithLabelValues("replayed")
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -187,6 +208,7 @@ func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.outcomes.Describe(ch)
 	m.decisions.Describe(ch)
 	m.redeemed.Describe(ch)
+	m.durations.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.auditDifference, m.idemEntries, m.inflight, m.clients} {
 		ch <- d
 	}
@@ -196,6 +218,7 @@ func (m *edgeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.outcomes.Collect(ch)
 	m.decisions.Collect(ch)
 	m.redeemed.Collect(ch)
+	m.durations.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(m.s.inflight.InUse()))
 	ch <- prometheus.MustNewConstMetric(m.clients, prometheus.GaugeValue, float64(m.s.limits.Clients()))
 	for _, v := range m.s.eng.Items() {

@@ -214,17 +214,21 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 		writeError(ctx, engine.CodeInvalidRequest, msg)
 		return
 	}
+	start := time.Now()
 	o, replayed, err := s.eng.Purchase(context.Background(), req)
 	if err != nil {
+		s.metrics.decided[decidedRefused].Observe(time.Since(start).Seconds())
 		code := engine.CodeOf(err)
 		s.metrics.outcome(code)
 		s.writeEngineError(ctx, err, code, &req)
 		return
 	}
 	if replayed {
+		s.metrics.decided[decidedReplayed].Observe(time.Since(start).Seconds())
 		s.metrics.replayed.Inc()
 		ctx.Response.Header.Set("Idempotent-Replayed", "true")
 	} else {
+		s.metrics.decided[decidedWon].Observe(time.Since(start).Seconds())
 		s.metrics.created.Inc()
 	}
 	var loc [64]byte

@@ -109,7 +109,9 @@ func (l *Ledger) Refuse(ctx context.Context, item, user, requestID string) (*eng
 	if err != nil {
 		return nil, fmt.Errorf("redisledger: cannot read request %q: %w", requestID, err)
 	}
-	return decodeOrder(s, &engine.Order{ItemID: item, UserID: user, RequestID: requestID})
+	// The order is kept by the caller (its replays): none of its strings
+	// may alias the request's (user and requestID usually do).
+	return decodeOrder(s, &engine.Order{ItemID: strings.Clone(item), UserID: strings.Clone(user), RequestID: strings.Clone(requestID)})
 }
 
 // Listener is told of the cluster's events, in order, by a Feed.

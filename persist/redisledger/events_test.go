@@ -7,9 +7,11 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/enginetest"
+	"github.com/flashsale/flashsale/internal/redistest"
 	"github.com/flashsale/flashsale/ledger"
 )
 
@@ -158,5 +160,34 @@ func TestFeedTellsEveryChangeInOrder(t *testing.T) {
 	}
 	if err := feed.Barrier(ctx); err == nil || errors.Is(err, context.Canceled) {
 		t.Fatalf("a barrier on a stopped feed: %v", err)
+	}
+}
+
+// The order Refuse returns is kept by the engine for replays: it must not
+// alias the user and request id it was given (they alias a request's
+// buffer, which the next request overwrites).
+func TestRefuseCopiesWhatItKeeps(t *testing.T) {
+	c := redistest.Client(t)
+	p := redistest.Prefix(t, c)
+	ctx := context.Background()
+	l := New(c, 1, Options{Prefix: p, TrackClaims: true, IdempotencyWindow: time.Minute})
+	if err := l.PutItem(ctx, "it", 5, false); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := l.Lease(ctx, "it", 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l.Claim(ctx, &engine.Order{ID: 7, ItemID: "it", UserID: "alice", Quantity: 1, RequestID: "r1", CreatedAt: time.Now()}, 1); err != nil {
+		t.Fatal(err)
+	}
+	buf := []byte("alice|r1")
+	user, req := unsafe.String(&buf[0], 5), unsafe.String(&buf[6], 2) // as a request's buffer
+	first, err := l.Refuse(ctx, "it", user, req)
+	if err != nil || first == nil || first.ID != 7 {
+		t.Fatalf("refuse: %+v %v", first, err)
+	}
+	copy(buf, "mallo|r9") // the next request
+	if first.UserID != "alice" || first.RequestID != "r1" {
+		t.Fatalf("the order kept aliases the request: %+v", first)
 	}
 }
