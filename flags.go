@@ -11,6 +11,7 @@ import (
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/envflag"
+	"github.com/flashsale/flashsale/internal/memlimit"
 	"github.com/flashsale/flashsale/node"
 	"github.com/flashsale/flashsale/server"
 )
@@ -20,6 +21,7 @@ type command struct {
 	cfg         node.Config
 	checkConfig bool
 	version     bool
+	memoryLimit int64 // bytes; 0: the default (memlimit); -1: none
 	// invalid is what makes the configuration invalid before Validate: a
 	// bad environment variable, or a flag whose value cannot be read.
 	invalid error
@@ -42,6 +44,12 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs.StringVar(&cfg.Server.AdminToken, "admin-token", "", "Bearer token every admin request must carry. Required when -admin-listen is not on loopback.")
 	fs.StringVar(&cfg.Store.Dir, "data-dir", cfg.Store.Dir, "Directory of the standalone order store (SQLite file, WAL). One process per directory.")
 	fs.BoolVar(&c.checkConfig, "check-config", false, "Validate the configuration and exit: 0 when valid.")
+	fs.Func("memory-limit", "The Go runtime's soft memory limit (GOMEMLIMIT), e.g. 1536MiB, or off. Default: nine tenths of the container's memory limit, or of the machine's memory; a GOMEMLIMIT in the environment wins over the default. Near it the collector works harder instead of growing the heap into an OOM kill; GOGC (environment) still sets how often it collects below it.",
+		func(v string) error {
+			n, err := memlimit.Parse(v)
+			c.memoryLimit = n
+			return err
+		})
 	fs.BoolVar(&c.version, "version", false, "Print the version and exit.")
 
 	fs.IntVar(&cfg.Engine.NodeID, "node-id", 0, fmt.Sprintf("Node id carried in every order id, 0-%d. In cluster mode 0 takes the lowest free id from Redis; another value must not be held by a live node.", engine.MaxNodeID))

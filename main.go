@@ -11,15 +11,18 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"os"
 	"os/signal"
 	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
 	"github.com/bytedance/sonic"
 
+	"github.com/flashsale/flashsale/internal/memlimit"
 	"github.com/flashsale/flashsale/node"
 )
 
@@ -49,7 +52,9 @@ func run(args []string) int {
 		fmt.Println("configuration is valid")
 		return 0
 	}
-	slog.Info("starting flashsale", "version", version, "mode", cfg.Mode(), "gomaxprocs", runtime.GOMAXPROCS(0), "sonic_api", sonic.APIKind)
+	limit, from := memoryLimit(cmd.memoryLimit)
+	slog.Info("starting flashsale", "version", version, "mode", cfg.Mode(), "gomaxprocs", runtime.GOMAXPROCS(0), "sonic_api", sonic.APIKind,
+		"memory_limit", limit, "memory_limit_from", from)
 	if sonic.APIKind != sonic.UseSonicJSON {
 		slog.Warn("sonic runs in its encoding/json fallback on this platform: JSON is slower")
 	}
@@ -57,6 +62,30 @@ func run(args []string) int {
 		return runWriter(cfg)
 	}
 	return runEdge(cfg)
+}
+
+// memoryLimit sets the runtime's soft memory limit: -memory-limit's, else
+// GOMEMLIMIT's (the runtime read it), else nine tenths of the memory
+// available (memlimit). It returns the limit in force and where it came
+// from.
+func memoryLimit(flagged int64) (int64, string) {
+	switch {
+	case flagged == -1:
+		debug.SetMemoryLimit(math.MaxInt64)
+		return 0, "-memory-limit off"
+	case flagged > 0:
+		debug.SetMemoryLimit(flagged)
+		return flagged, "-memory-limit"
+	case os.Getenv("GOMEMLIMIT") != "":
+		return debug.SetMemoryLimit(-1), "GOMEMLIMIT"
+	}
+	avail, from := memlimit.Available("/")
+	if avail <= 0 {
+		return 0, "none (the memory available cannot be read)"
+	}
+	limit := int64(float64(avail) * memlimit.Share)
+	debug.SetMemoryLimit(limit)
+	return limit, "nine tenths of " + from
 }
 
 func runEdge(cfg node.Config) int {
