@@ -192,12 +192,12 @@ func (f *front) adminRoutes(r *router.Router) {
 }
 
 // adminGate is the admin listener's entry: a request id, then the bearer
-// token when one is set.
+// token when one is set (but for /healthz and /readyz).
 func (f *front) adminGate(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 	want := []byte("Bearer " + f.opts.AdminToken)
 	return func(ctx *fasthttp.RequestCtx) {
 		f.ids.set(ctx)
-		if f.opts.AdminToken != "" && subtle.ConstantTimeCompare(ctx.Request.Header.Peek("Authorization"), want) != 1 {
+		if f.opts.AdminToken != "" && !healthPath(ctx.Path()) && subtle.ConstantTimeCompare(ctx.Request.Header.Peek("Authorization"), want) != 1 {
 			ctx.Response.Header.Set("WWW-Authenticate", `Bearer realm="flashsale-admin"`)
 			writeError(ctx, codeUnauthorized, "admin requests need Authorization: Bearer <token>")
 			f.routes.other.count(fasthttp.StatusUnauthorized)
@@ -205,6 +205,13 @@ func (f *front) adminGate(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 		}
 		h(ctx)
 	}
+}
+
+// healthPath reports whether path is /healthz or /readyz, which the admin
+// listener answers without the token (they tell a prober only "up" or
+// which dependency is down): probes and orchestrators need no secret.
+func healthPath(path []byte) bool {
+	return string(path) == "/healthz" || string(path) == "/readyz"
 }
 
 // pprofHandler serves the standard net/http/pprof handlers, index included
