@@ -115,6 +115,10 @@ func parseFlags(args []string, stderr io.Writer) (command, error) {
 	fs.IntVar(&cfg.MySQL.Workers, "writer-pool", cfg.MySQL.Workers, "Writer role: ants pool size, the INSERT statements run at once.")
 	fs.IntVar(&cfg.MySQL.Tables, "order-tables", cfg.MySQL.Tables, "Order tables in MySQL (orders_00 ..), by hash of the user id. Fixed at the first migration.")
 
+	// Tracing.
+	fs.StringVar(&cfg.Tracing.Endpoint, "otlp-endpoint", "", "OpenTelemetry: the OTLP/HTTP receiver traces are sent to, e.g. http://otel-collector:4318 (spans go to /v1/traces). Empty: tracing is off and costs nothing. A traceparent header is believed only from -trusted-proxies (Nginx).")
+	fs.Float64Var(&cfg.Tracing.Ratio, "trace-sample", cfg.Tracing.Ratio, "OpenTelemetry: the share of requests traced, 0 to 1, among those whose traceparent does not decide (none, or from an untrusted peer); a sampled traceparent from a trusted proxy is always traced, an unsampled one never.")
+
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}

@@ -11,13 +11,17 @@
 package node
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
+	"os"
 	"time"
 
 	"github.com/flashsale/flashsale/circuit"
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/orderwriter"
@@ -71,6 +75,11 @@ type Config struct {
 	Kafka  orderlog.Config
 	MySQL  mysqlstore.Options  // the order database: the writers write it, edge nodes read it
 	Writer orderwriter.Options // MaxBatch, SessionTimeout; the node sets Kafka (the above), Claims and Store
+
+	// Tracing: OpenTelemetry over OTLP/HTTP, off without an endpoint; the
+	// node sets the service and instance names.
+	Tracing tracing.Options
+	tracer  *tracing.Tracing // tests of this package: used instead of Tracing
 }
 
 // The defaults of Config's own fields.
@@ -100,6 +109,7 @@ func DefaultConfig() Config {
 		Kafka:             orderlog.DefaultConfig(),
 		MySQL:             mysqlstore.DefaultOptions(),
 		Writer:            orderwriter.DefaultOptions(),
+		Tracing:           tracing.Options{Ratio: tracing.DefaultRatio},
 	}
 }
 
@@ -123,7 +133,7 @@ func (c Config) Validate() error {
 		errs = append(errs, err)
 	}
 	errs = append(errs, c.Engine.Validate(), c.Server.Validate(), c.Store.Validate(), c.Breaker.Validate(),
-		c.Redis.Validate(), c.MySQL.Validate(), c.Writer.Validate())
+		c.Redis.Validate(), c.MySQL.Validate(), c.Writer.Validate(), c.Tracing.Validate())
 	kafka, mysql, redis := len(c.Kafka.Brokers) > 0, c.MySQL.DSN != "", c.RedisAddr != ""
 	if kafka || c.Role == RoleWriter {
 		errs = append(errs, c.Kafka.Validate())
@@ -163,4 +173,26 @@ func checkAdminAddr(addr, token string) error {
 		return nil
 	}
 	return fmt.Errorf("admin listener %q is not on loopback: set -admin-token, or bind it to 127.0.0.1", addr)
+}
+
+// startTracing starts the process's tracing (nil when off), named for its
+// role, and pushes its flush as the last step of the stop.
+func (c Config) startTracing(s *steps) (*tracing.Tracing, error) {
+	if c.tracer != nil {
+		return c.tracer, nil
+	}
+	o := c.Tracing
+	o.Service = "flashsale-" + string(c.Role)
+	o.Instance, _ = os.Hostname()
+	t, err := tracing.Start(o)
+	if err != nil || t == nil {
+		return nil, err
+	}
+	slog.Info("tracing", "otlp_endpoint", o.Endpoint, "sample", o.Ratio)
+	s.push("tracing (spans flushed)", func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), stopTimeout)
+		defer cancel()
+		return t.Shutdown(ctx)
+	})
+	return t, nil
 }

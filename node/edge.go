@@ -17,6 +17,7 @@ import (
 	"github.com/flashsale/flashsale/circuit"
 	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/persist/kafkasink"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
@@ -32,6 +33,7 @@ import (
 type Edge struct {
 	cfg      Config
 	registry *prometheus.Registry
+	tracing  *tracing.Tracing // nil: off
 	engine   *engine.Engine
 	server   *server.Server
 	lost     <-chan struct{} // closed when the node lost its registration; nil standalone
@@ -67,11 +69,15 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 			e.steps.stop()
 		}
 	}()
+	if e.tracing, err = cfg.startTracing(&e.steps); err != nil {
+		return nil, err
+	}
 	opts := cfg.Engine
 	var checks []server.Check
 	var reader server.OrderReader
 	var sink engine.OrderSink
 	var dependency string        // of the order sink: its breaker's name
+	var appendSpan string        // of the order sink: the span of an Append, when traced
 	var store *sqlitestore.Store // standalone
 	var cl *clusterPart          // cluster mode
 	if cfg.RedisAddr != "" {
@@ -87,11 +93,11 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		if cl, err = e.joinCluster(ctx, db); err != nil {
 			return nil, err
 		}
-		opts.NodeID, opts.Ledger, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, cl.guarded, cl.catalog, cl.look
+		opts.NodeID, opts.Ledger, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, e.tracing.Ledger(cl.guarded), cl.catalog, cl.look
 		opts.SyncFeed = func(ctx context.Context) error {
 			ctx, cancel := context.WithTimeout(ctx, feedSyncWait)
 			defer cancel()
-			return cl.feed.Barrier(ctx)
+			return e.tracing.Span(ctx, "feed barrier", cl.feed.Barrier)
 		}
 		checks = append(checks, cl.checks...)
 		p, err := e.openKafka(ctx, cl)
@@ -99,19 +105,19 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 			return nil, err
 		}
 		cl.acked = p.Acked()
-		sink, reader, dependency = p, kafkasink.Reader{DB: db, Acked: cl.acked, Barrier: cl.feed.Barrier}, "kafka"
+		sink, reader, dependency, appendSpan = p, kafkasink.Reader{DB: db, Acked: cl.acked, Barrier: cl.feed.Barrier}, "kafka", "kafka produce"
 		checks = append(checks, server.Check{Name: "kafka", Check: p.Check}, server.Check{Name: "mysql", Check: db.Check})
 	} else {
 		if store, err = sqlitestore.Open(cfg.Store); err != nil {
 			return nil, fmt.Errorf("cannot open the order store: %w", err)
 		}
 		e.steps.push("order store", store.Close)
-		sink, reader, opts.Catalog, dependency = store, store, store, "order_store"
+		sink, reader, opts.Catalog, dependency, appendSpan = store, store, store, "order_store", "store commit"
 		checks = append(checks, server.Check{Name: "order store", Check: store.Check})
 		e.registry.MustRegister(store.Collectors()...)
 	}
 	guarded := circuit.NewSink(dependency, sink, cfg.breaker())
-	opts.Sink = guarded
+	opts.Sink = e.tracing.Sink(appendSpan, guarded)
 	checks = append(checks, server.Check{Name: guarded.Dependency() + " circuit", Check: guarded.Check})
 	e.registry.MustRegister(guarded.Collectors()...)
 
@@ -151,7 +157,7 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	if err != nil {
 		return nil, err
 	}
-	extras := server.Extras{Codes: desk}
+	extras := server.Extras{Codes: desk, Tracing: e.tracing}
 	if cl != nil {
 		extras.Boards = cl.ledger
 	}
@@ -257,7 +263,9 @@ func (e *Edge) openKafka(ctx context.Context, cl *clusterPart) (*kafkasink.Produ
 	if err := orderlog.EnsureTopics(ctx, cfg.Kafka); err != nil {
 		return nil, fmt.Errorf("cannot reach Kafka (-kafka) or create the topics: %w", err)
 	}
-	p, err := kafkasink.NewProducer(cfg.Kafka, kafkasink.Options{Generation: cl.ledger.Generation, Tombstones: cl.db})
+	kc := cfg.Kafka
+	kc.Hooks = e.tracing.KafkaHooks() // the trace goes on in each record's headers
+	p, err := kafkasink.NewProducer(kc, kafkasink.Options{Generation: cl.ledger.Generation, Tombstones: cl.db})
 	if err != nil {
 		return nil, fmt.Errorf("cannot start the Kafka producer: %w", err)
 	}

@@ -55,6 +55,10 @@ func NewWriter(ctx context.Context, cfg Config) (_ *Writer, err error) {
 			w.steps.stop()
 		}
 	}()
+	tr, err := cfg.startTracing(&w.steps)
+	if err != nil {
+		return nil, err
+	}
 	cctx, cancel := context.WithTimeout(ctx, connectTimeout)
 	defer cancel()
 	if err := orderlog.EnsureTopics(cctx, cfg.Kafka); err != nil {
@@ -82,7 +86,8 @@ func NewWriter(ctx context.Context, cfg Config) (_ *Writer, err error) {
 		return nil, err
 	}
 	wo := cfg.Writer
-	wo.Kafka, wo.Claims, wo.Store = cfg.Kafka, redisledger.New(rc, 0, cfg.ledgerOptions()), db
+	wo.Kafka, wo.Claims, wo.Store, wo.Tracing = cfg.Kafka, redisledger.New(rc, 0, cfg.ledgerOptions()), db, tr
+	wo.Kafka.Hooks = tr.KafkaHooks() // each record's trace, read from its headers
 	if w.writer, err = orderwriter.New(wo); err != nil {
 		return nil, fmt.Errorf("cannot join the writers' consumer group: %w", err)
 	}

@@ -55,7 +55,7 @@ func (s *Server) leaderboard(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, engine.CodeItemNotFound, "no item ", id)
 			return
 		}
-		ioCtx, cancel := s.ioContext()
+		ioCtx, cancel := s.ioContext(ctx)
 		firsts, err := s.boards.Leaders(ioCtx, id)
 		cancel()
 		if err != nil {

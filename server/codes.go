@@ -161,7 +161,7 @@ func (s *Server) createBatch(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, err.Error())
 		return
 	}
-	ioCtx, cancel := s.ioContext()
+	ioCtx, cancel := s.ioContext(ctx)
 	defer cancel()
 	batch, list, created, err := s.codes.CreateBatch(ioCtx, *b.Batch, *b.Count, *b.ValueCents, expires)
 	switch {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 )
 
@@ -68,6 +69,12 @@ func newTestServer(t testing.TB, opts Options) *testServer {
 // circuit breaker.
 func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) engine.OrderSink) *testServer {
 	t.Helper()
+	return newTracedTestServer(t, opts, wrap, nil)
+}
+
+// newTracedTestServer is newTestServerSink with a tracer (nil: off).
+func newTracedTestServer(t testing.TB, opts Options, wrap func(engine.OrderSink) engine.OrderSink, tr *tracing.Tracing) *testServer {
+	t.Helper()
 	store, err := sqlitestore.Open(sqlitestore.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
@@ -92,7 +99,7 @@ func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) e
 		t.Fatal(err)
 	}
 	desk := codes.NewDesk(keys, store, nil, nil, nil)
-	srv, err := New(opts, eng, store, Extras{Codes: desk}, checks, prometheus.NewRegistry())
+	srv, err := New(opts, eng, store, Extras{Codes: desk, Tracing: tr}, checks, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -115,7 +115,7 @@ func (s *Server) putItem(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, strings.TrimPrefix(err.Error(), "engine: "))
 		return
 	}
-	ioCtx, cancel := s.ioContext()
+	ioCtx, cancel := s.ioContext(ctx)
 	defer cancel()
 	before, existed := s.eng.Item(id)
 	v, created, err := s.eng.PutItem(ioCtx, it)
@@ -152,7 +152,7 @@ func (s *Server) deleteItem(ctx *fasthttp.RequestCtx) {
 	if !ok {
 		return
 	}
-	ioCtx, cancel := s.ioContext()
+	ioCtx, cancel := s.ioContext(ctx)
 	defer cancel()
 	_, err := s.eng.EndItem(ioCtx, id)
 	switch engine.CodeOf(err) {

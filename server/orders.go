@@ -20,7 +20,7 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeInvalidRequest, "order id must be a decimal number")
 		return
 	}
-	ioCtx, cancel := s.ioContext()
+	ioCtx, cancel := s.ioContext(ctx)
 	defer cancel()
 	o, ok, err := s.orders.Order(ioCtx, id)
 	if ok && s.opts.Identity.Mode != IdentityBody {
@@ -59,7 +59,7 @@ func (s *Server) userOrders(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	ioCtx, cancel := s.ioContext()
+	ioCtx, cancel := s.ioContext(ctx)
 	defer cancel()
 	orders, err := s.orders.UserOrders(ioCtx, user)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.opentelemetry.io/otel/attribute"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/server/admission"
@@ -24,6 +25,7 @@ import (
 // allocate (allocation_test.go). The router still knows the route, for 405s.
 func (s *Server) publicHandler() fasthttp.RequestHandler {
 	r := s.newRouter()
+	r.SaveMatchedRoutePath = s.tracing != nil // a traced request's span is named for its route
 	s.routePurchase = s.instrument("purchase", func(ctx *fasthttp.RequestCtx) {
 		id, _ := purchaseItemID(ctx.Path())
 		s.purchase(ctx, b2s(id))
@@ -37,16 +39,7 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 	r.GET("/api/v1/items/{id}/leaderboard", s.instrument("leaderboard", s.leaderboard))
 	s.health(r)
 	h := r.Handler
-	return func(ctx *fasthttp.RequestCtx) {
-		s.ids.set(ctx)
-		if !bytes.HasPrefix(ctx.Path(), apiPrefix) {
-			h(ctx) // health endpoints and 404s are never refused
-			return
-		}
-		if !s.admit(ctx) {
-			return
-		}
-		defer s.inflight.Release()
+	serve := func(ctx *fasthttp.RequestCtx) {
 		if ctx.IsPost() {
 			if _, ok := purchaseItemID(ctx.Path()); ok {
 				s.routePurchase(ctx)
@@ -54,6 +47,25 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 			}
 		}
 		h(ctx)
+	}
+	return func(ctx *fasthttp.RequestCtx) {
+		s.ids.set(ctx)
+		switch {
+		case !bytes.HasPrefix(ctx.Path(), apiPrefix):
+			h(ctx) // health endpoints and 404s are never refused
+		case s.tracing != nil:
+			s.serveTraced(ctx, serve)
+		default:
+			s.admitAndServe(ctx, serve)
+		}
+	}
+}
+
+// admitAndServe serves a request of the public API that admission lets in.
+func (s *Server) admitAndServe(ctx *fasthttp.RequestCtx, serve fasthttp.RequestHandler) {
+	if s.admit(ctx) {
+		serve(ctx)
+		s.inflight.Release()
 	}
 }
 
@@ -215,7 +227,7 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 		return
 	}
 	start := time.Now()
-	o, replayed, err := s.eng.Purchase(context.Background(), req)
+	o, replayed, err := s.decide(ctx, req)
 	if err != nil {
 		s.metrics.decided[decidedRefused].Observe(time.Since(start).Seconds())
 		code := engine.CodeOf(err)
@@ -236,6 +248,21 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 	oj := toOrderJSON(o)
 	oj.Status = engine.Accepted.String() // the answer to a purchase, first or replayed
 	writeJSON(ctx, fasthttp.StatusCreated, &oj)
+}
+
+// decide asks the engine, in a span of its own when the request is traced.
+func (s *Server) decide(ctx *fasthttp.RequestCtx, req engine.PurchaseRequest) (o *engine.Order, replayed bool, err error) {
+	if s.tracing == nil {
+		return s.eng.Purchase(context.Background(), req)
+	}
+	s.tracing.Span(s.requestContext(ctx), "purchase decision", func(c context.Context) error {
+		o, replayed, err = s.eng.Purchase(c, req)
+		if code := engine.CodeOf(err); code != "" && code != engine.CodeUnavailable {
+			return nil // an answer (sold out, over the limit...), not a failure
+		}
+		return err
+	}, attribute.String("flashsale.item_id", req.ItemID))
+	return o, replayed, err
 }
 
 // writeEngineError answers a refusal of the engine, naming what it is about.

@@ -22,6 +22,7 @@ import (
 
 	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/server/admission"
 )
 
@@ -156,6 +157,9 @@ type OrderReader interface {
 type Extras struct {
 	Codes  *codes.Desk
 	Boards Boards
+	// Tracing, when set, traces every request of the public API
+	// (tracing.go); nil: off, at no cost.
+	Tracing *tracing.Tracing
 }
 
 // Check reports whether a dependency is reachable, for /readyz.
@@ -171,6 +175,7 @@ type Server struct {
 	orders  OrderReader
 	codes   *codes.Desk        // redemption codes; nil answers 503 (not configured)
 	boards  Boards             // a cluster's leaderboards; nil: the engine's
+	tracing *tracing.Tracing   // nil: off
 	guesses *admission.Guesses // invalid codes per client and user; nil: unlimited
 
 	public, admin *fasthttp.Server
@@ -196,6 +201,7 @@ func New(opts Options, eng *engine.Engine, orders OrderReader, extras Extras, ch
 		orders:      orders,
 		codes:       extras.Codes,
 		boards:      extras.Boards,
+		tracing:     extras.Tracing,
 		guesses:     admission.NewGuesses(f.opts.InvalidCodesPerMinute, invalidCodesBurst, f.opts.Limits.MaxIPs),
 		limits:      admission.NewLimits(f.opts.Limits, time.Now()),
 		inflight:    admission.NewInflight(f.opts.MaxInflight, f.opts.MaxQueueWait),
@@ -231,8 +237,8 @@ func (s *Server) Shutdown(ctx context.Context) error {
 // never pass the *fasthttp.RequestCtx itself as a context.Context: database/sql
 // watches a context's Done from another goroutine, which may outlive the
 // handler, and fasthttp recycles the RequestCtx as soon as the handler returns.
-func (s *Server) ioContext() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), s.opts.WriteTimeout)
+func (s *Server) ioContext(ctx *fasthttp.RequestCtx) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(s.requestContext(ctx), s.opts.WriteTimeout)
 }
 
 // janitor forgets idle clients of the per-IP limit, until Shutdown.

@@ -98,12 +98,14 @@ var errAckTimeout = errors.New("kafkasink: no acknowledgement from Kafka within 
 // The request's ctx is not used to cancel: a client going away must not
 // turn an acknowledged order into a refused one. The deadline is the
 // producer's own, and it gives up at most orderlog.AckGrace after it.
-func (p *Producer) Append(_ context.Context, o *engine.Order) error {
+// ctx's span, when traced, is the parent of the record's publish span, whose
+// trace context the record carries (orderlog.Config.Hooks).
+func (p *Producer) Append(ctx context.Context, o *engine.Order) error {
 	val, err := orderlog.Encode(o)
 	if err != nil {
 		return err
 	}
-	rec := &kgo.Record{Topic: p.topic, Key: []byte(o.UserID), Value: val, Timestamp: o.CreatedAt,
+	rec := &kgo.Record{Topic: p.topic, Key: []byte(o.UserID), Value: val, Timestamp: o.CreatedAt, Context: ctx,
 		Headers: []kgo.RecordHeader{{Key: "order_id", Value: strconv.AppendUint(nil, o.ID, 10)}}}
 	if o.RequestID != "" {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "request_id", Value: []byte(o.RequestID)})
@@ -112,10 +114,10 @@ func (p *Producer) Append(_ context.Context, o *engine.Order) error {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: orderlog.GenerationHeader, Value: []byte(p.o.Generation())})
 	}
 	start := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), p.timeout)
+	pctx, cancel := context.WithTimeout(context.Background(), p.timeout)
 	defer cancel()
 	done := make(chan error, 1)
-	p.cl.Produce(ctx, rec, func(_ *kgo.Record, err error) { done <- err })
+	p.cl.Produce(pctx, rec, func(_ *kgo.Record, err error) { done <- err })
 	t := time.NewTimer(p.timeout + orderlog.AckGrace)
 	defer t.Stop()
 	select {

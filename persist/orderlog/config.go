@@ -31,6 +31,10 @@ type Config struct {
 	// ("2.0.0"), for brokers that announce versions they cannot serve
 	// (librdkafka's mock cluster); empty negotiates with the brokers.
 	MaxVersion string
+	// Hooks are added to the clients that produce and consume orders
+	// (ProducerOpts): tracing's, which carry a trace in the records'
+	// headers. Not a flag.
+	Hooks []kgo.Hook
 }
 
 // The defaults of Config.
@@ -125,7 +129,7 @@ func (c Config) ClientOpts() []kgo.Opt {
 }
 
 // ProducerOpts are the options of a client that produces orders (the edge)
-// or dead letters (the writers).
+// or consumes them and produces dead letters (the writers).
 func (c Config) ProducerOpts() []kgo.Opt {
 	c = c.WithDefaults()
 	acks := map[string]kgo.Acks{"all": kgo.AllISRAcks(), "leader": kgo.LeaderAck(), "none": kgo.NoAck()}[c.Acks]
@@ -133,6 +137,9 @@ func (c Config) ProducerOpts() []kgo.Opt {
 		kgo.RecordDeliveryTimeout(c.Timeout), kgo.ProduceRequestTimeout(c.Timeout), kgo.DefaultProduceTopic(c.Topic)}
 	if !c.Idempotent {
 		opts = append(opts, kgo.DisableIdempotentWrite())
+	}
+	if len(c.Hooks) > 0 {
+		opts = append(opts, kgo.WithHooks(c.Hooks...))
 	}
 	return opts
 }

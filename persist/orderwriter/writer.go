@@ -12,13 +12,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/trace"
+	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/ledger"
 	"github.com/flashsale/flashsale/persist/orderlog"
 )
@@ -43,6 +46,10 @@ type Options struct {
 	SessionTimeout time.Duration
 	Claims         ledger.Marker // required
 	Store          Store         // required
+	// Tracing, when set, traces each batch: a span linked to the
+	// records' traces (Kafka.Hooks carry them), with the settle, the insert
+	// and the dead letters as its children. Nil: off.
+	Tracing *tracing.Tracing
 }
 
 // The defaults of Options.
@@ -95,7 +102,6 @@ type Writer struct {
 	deadLetter *prometheus.CounterVec
 	retries    prometheus.Counter
 	lostLedger prometheus.Counter
-	lag        *prometheus.GaugeVec
 }
 
 // New joins the writers' consumer group.
@@ -121,20 +127,11 @@ func New(o Options) (*Writer, error) {
 			Help: "Batches retried after Redis, MySQL or Kafka failed."}),
 		lostLedger: prometheus.NewCounter(prometheus.CounterOpts{Name: "flashsale_writer_orders_of_lost_ledger_total",
 			Help: "Orders stored whose claim was in a ledger Redis lost: counted by the rebuild."}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "flashsale_writer_lag_records",
-			Help: "Records behind the end of each partition this writer consumes, as of its last poll."}, []string{"partition"}),
 	}
 	opts := append(o.Kafka.ClientOpts(), o.Kafka.ProducerOpts()...)
 	opts = append(opts, kgo.ConsumerGroup(o.Kafka.Group), kgo.ConsumeTopics(o.Kafka.Topic), kgo.DisableAutoCommit(),
 		kgo.BlockRebalanceOnPoll(), kgo.FetchMaxWait(100*time.Millisecond), kgo.SessionTimeout(o.SessionTimeout),
-		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()),
-		kgo.OnPartitionsRevoked(func(_ context.Context, _ *kgo.Client, lost map[string][]int32) {
-			for _, ps := range lost {
-				for _, p := range ps {
-					w.lag.DeleteLabelValues(strconv.Itoa(int(p)))
-				}
-			}
-		}))
+		kgo.ConsumeResetOffset(kgo.NewOffset().AtStart()))
 	cl, err := kgo.NewClient(opts...)
 	if err != nil {
 		return nil, fmt.Errorf("orderwriter: %w", err)
@@ -158,27 +155,57 @@ func (w *Writer) Run(ctx context.Context) error {
 		fetches.EachError(func(t string, p int32, err error) {
 			slog.Warn("kafka fetch failed", "topic", t, "partition", p, "err", err)
 		})
-		fetches.EachPartition(func(p kgo.FetchTopicPartition) {
-			if n := len(p.Records); n > 0 {
-				w.lag.WithLabelValues(strconv.Itoa(int(p.Partition))).Set(float64(p.HighWatermark - p.Records[n-1].Offset - 1))
-			}
-		})
 		recs := fetches.Records()
-		if len(recs) > 0 {
-			start := time.Now()
-			if err := w.retry(ctx, func() error { return w.handle(ctx, recs) }); err != nil {
-				// ctx ended: the batch is not committed, and is redelivered.
-				return nil
-			}
-			if err := w.retry(ctx, func() error { return w.cl.CommitRecords(ctx, recs...) }); err != nil {
-				return nil
-			}
-			w.batch.Observe(float64(len(recs)))
-			w.batchSecs.Observe(time.Since(start).Seconds())
+		if len(recs) > 0 && !w.batchDone(ctx, recs) {
+			return nil // ctx ended: the batch is not committed, and is redelivered
 		}
 		w.cl.AllowRebalance()
 	}
 }
+
+// batchDone handles a batch and commits its offsets, retrying each until it
+// succeeds; false when ctx ended first.
+func (w *Writer) batchDone(ctx context.Context, recs []*kgo.Record) bool {
+	start := time.Now()
+	ctx, span := w.batchSpan(ctx, recs)
+	defer span.End()
+	if err := w.retry(ctx, func() error { return w.handle(ctx, recs) }); err != nil {
+		return false
+	}
+	if err := w.retry(ctx, func() error {
+		return w.o.Tracing.Span(ctx, "kafka commit", func(ctx context.Context) error { return w.cl.CommitRecords(ctx, recs...) })
+	}); err != nil {
+		return false
+	}
+	w.batch.Observe(float64(len(recs)))
+	w.batchSecs.Observe(time.Since(start).Seconds())
+	return true
+}
+
+// maxLinks bounds the links of a batch's span (the SDK keeps 128).
+const maxLinks = 128
+
+// batchSpan starts a batch's span when tracing is on: a new root, linked to
+// the sampled traces of its records (the edges' purchases), and sampled
+// when one of them is. Off, it is a no-op span.
+func (w *Writer) batchSpan(ctx context.Context, recs []*kgo.Record) (context.Context, trace.Span) {
+	if w.o.Tracing == nil {
+		return ctx, noSpan
+	}
+	var links []trace.Link
+	for _, r := range recs {
+		if r.Context == nil || len(links) == maxLinks {
+			continue
+		}
+		if sc := trace.SpanContextFromContext(r.Context); sc.IsSampled() {
+			links = append(links, trace.Link{SpanContext: sc})
+		}
+	}
+	return w.o.Tracing.Tracer().Start(ctx, "writer batch", trace.WithNewRoot(), trace.WithSpanKind(trace.SpanKindConsumer),
+		trace.WithLinks(links...), trace.WithAttributes(attribute.Int("messaging.batch.message_count", len(recs))))
+}
+
+var noSpan = noop.Span{}
 
 // Close leaves the consumer group; the records not committed go to the
 // next owner of their partitions. Call it once Run has returned (or
@@ -224,8 +251,11 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 		orders = append(orders, o)
 		from = append(from, r)
 	}
-	verdicts, err := w.o.Claims.Persist(ctx, orders)
-	if err != nil {
+	var verdicts []ledger.Verdict
+	if err := w.o.Tracing.Span(ctx, "ledger settle", func(ctx context.Context) (err error) {
+		verdicts, err = w.o.Claims.Persist(ctx, orders)
+		return err
+	}); err != nil {
 		return err
 	}
 	unknown, err := w.unknownClaims(ctx, orders, from, verdicts)
@@ -250,15 +280,19 @@ func (w *Writer) handle(ctx context.Context, recs []*kgo.Record) error {
 		}
 		dead = append(dead, deadLetter(w.o.Kafka.DLQTopic, from[i], reason, detail))
 	}
-	if err := w.o.Store.Write(ctx, keep); err != nil {
+	if err := w.o.Tracing.Span(ctx, "mysql insert", func(ctx context.Context) error { return w.o.Store.Write(ctx, keep) },
+		attribute.Int("flashsale.orders", len(keep))); err != nil {
 		return err
 	}
-	if err := w.o.Claims.Board(ctx, keep); err != nil { // stored: on the leaderboards (idempotent, as the rest)
+	// Stored: on the leaderboards (idempotent, as the rest).
+	if err := w.o.Tracing.Span(ctx, "redis board", func(ctx context.Context) error { return w.o.Claims.Board(ctx, keep) }); err != nil {
 		return err
 	}
 	w.stored.Add(float64(len(keep)))
 	if len(dead) > 0 {
-		if err := w.cl.ProduceSync(ctx, dead...).FirstErr(); err != nil {
+		if err := w.o.Tracing.Span(ctx, "dead letters", func(ctx context.Context) error {
+			return w.cl.ProduceSync(ctx, dead...).FirstErr()
+		}); err != nil {
 			return fmt.Errorf("cannot write dead letters: %w", err)
 		}
 		for _, d := range dead {
@@ -362,7 +396,7 @@ var refusals = map[ledger.Verdict]string{
 // deadLetter is a copy of r for the dead-letter topic, with why it could
 // not be stored and where it came from in the headers.
 func deadLetter(topic string, r *kgo.Record, reason, detail string) *kgo.Record {
-	return &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Headers: append([]kgo.RecordHeader{
+	return &kgo.Record{Topic: topic, Key: r.Key, Value: r.Value, Context: r.Context, Headers: append([]kgo.RecordHeader{
 		{Key: "reason", Value: []byte(reason)},
 		{Key: "detail", Value: []byte(detail)},
 		{Key: "source", Value: fmt.Appendf(nil, "%s/%d/%d", r.Topic, r.Partition, r.Offset)},
@@ -371,5 +405,5 @@ func deadLetter(topic string, r *kgo.Record, reason, detail string) *kgo.Record 
 
 // Collectors are the writer's metrics, to register.
 func (w *Writer) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{w.batch, w.batchSecs, w.stored, w.deadLetter, w.retries, w.lostLedger, w.lag}
+	return []prometheus.Collector{w.batch, w.batchSecs, w.stored, w.deadLetter, w.retries, w.lostLedger}
 }
