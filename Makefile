@@ -87,10 +87,15 @@ check-size:
 	@big=$$(git ls-files -z | xargs -0 -r stat -c '%s %n' 2>/dev/null | awk -v max=$(MAX_FILE_BYTES) '$$1 > max'); \
 	if [ -n "$$big" ]; then echo "tracked files over $(MAX_FILE_BYTES) bytes (remove them and ignore them):"; echo "$$big"; exit 1; fi
 
-## check-deps: no command links package testing (test helpers stay in tests).
+## check-deps: no command links package testing (test helpers stay in tests),
+## and the server links neither gRPC nor html/template: a package that calls
+## reflect's MethodByName (html/template does) keeps every exported method in
+## the binary, which doubled it when an OTLP exporter brought gRPC in.
 check-deps:
 	@for p in $$($(GO) list -f '{{if eq .Name "main"}}{{.ImportPath}}{{end}}' ./...); do \
 		if $(GO) list -deps $$p | grep -qx testing; then echo "$$p links package testing"; exit 1; fi; done
+	@if $(GO) list -deps . | grep -E '^(html/template|google.golang.org/grpc)$$'; then \
+		echo "the server links the packages above"; exit 1; fi
 
 lint: fmt-check vet
 	$(GO) run $(STATICCHECK) ./...

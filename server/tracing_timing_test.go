@@ -13,8 +13,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
-	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/enginetest"
@@ -40,11 +38,10 @@ func BenchmarkTracing(b *testing.B) {
 			b.Run(path+"/"+m.name, func(b *testing.B) {
 				var tr *tracing.Tracing
 				if m.ratio >= 0 {
-					exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(recv.URL+"/v1/traces"))
-					if err != nil {
+					var err error
+					if tr, err = tracing.Start(tracing.Options{Endpoint: recv.URL, Service: "bench", Ratio: m.ratio}); err != nil {
 						b.Fatal(err)
 					}
-					tr = tracing.New(tracing.Options{Service: "bench", Ratio: m.ratio}, sdktrace.WithBatcher(exp))
 					defer tr.Shutdown(context.Background())
 				}
 				benchPurchases(b, tr, path == "won")

@@ -24,7 +24,7 @@ import (
 	"github.com/twmb/franz-go/plugin/kotel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
+	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
@@ -48,6 +48,9 @@ type Options struct {
 
 // DefaultRatio is the command's sampling ratio: one trace in a hundred.
 const DefaultRatio = 0.01
+
+// exportTimeout bounds one export of a batch of spans.
+const exportTimeout = 5 * time.Second
 
 // Validate checks the options as given.
 func (o Options) Validate() error {
@@ -80,8 +83,11 @@ func Start(o Options) (*Tracing, error) {
 	if err := o.Validate(); err != nil || o.Endpoint == "" {
 		return nil, err
 	}
-	exp, err := otlptracehttp.New(context.Background(), otlptracehttp.WithEndpointURL(joinPath(o.Endpoint, "/v1/traces")),
-		otlptracehttp.WithTimeout(5*time.Second))
+	client, err := newOTLPHTTP(joinPath(o.Endpoint, "/v1/traces"), exportTimeout)
+	if err != nil {
+		return nil, fmt.Errorf("tracing: %w", err)
+	}
+	exp, err := otlptrace.New(context.Background(), client)
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}

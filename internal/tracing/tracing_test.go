@@ -3,11 +3,18 @@ package tracing
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace"
+	coltrace "go.opentelemetry.io/proto/otlp/collector/trace/v1"
+	"google.golang.org/protobuf/proto"
 )
 
 func newTest(ratio float64) (*Tracing, *tracetest.InMemoryExporter) {
@@ -119,5 +126,54 @@ func TestOptions(t *testing.T) {
 		if got := joinPath(base, "/v1/traces"); got != want {
 			t.Errorf("%s: %s, want %s", base, got, want)
 		}
+	}
+}
+
+// The exporter: spans reach an OTLP/HTTP receiver as the protocol's
+// request, with the headers the environment names; a receiver's refusal
+// is an error.
+func TestOTLPHTTPExport(t *testing.T) {
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "Authorization=Bearer%20s3cret, x-tenant=shop")
+	got := make(chan *coltrace.ExportTraceServiceRequest, 1)
+	var header http.Header
+	recv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		var req coltrace.ExportTraceServiceRequest
+		if r.URL.Path != "/v1/traces" || r.Header.Get("Content-Type") != "application/x-protobuf" || proto.Unmarshal(b, &req) != nil {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		header = r.Header
+		got <- &req
+	}))
+	defer recv.Close()
+	tr, err := Start(Options{Endpoint: recv.URL, Ratio: 1, Service: "flashsale-test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, span := tr.Tracer().Start(context.Background(), "hello")
+	span.End()
+	if err := tr.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req := <-got
+	rs := req.ResourceSpans
+	if len(rs) != 1 || len(rs[0].ScopeSpans) != 1 || rs[0].ScopeSpans[0].Spans[0].Name != "hello" {
+		t.Fatalf("received %v", req)
+	}
+	if header.Get("Authorization") != "Bearer s3cret" || header.Get("X-Tenant") != "shop" {
+		t.Fatalf("headers %v", header)
+	}
+	refusing := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "no", http.StatusServiceUnavailable)
+	}))
+	defer refusing.Close()
+	c, _ := newOTLPHTTP(refusing.URL+"/v1/traces", time.Second)
+	if err := c.UploadTraces(context.Background(), rs); err == nil || !strings.Contains(err.Error(), "503") {
+		t.Fatalf("a refusal: %v", err)
+	}
+	t.Setenv("OTEL_EXPORTER_OTLP_HEADERS", "novalue")
+	if _, err := Start(Options{Endpoint: recv.URL}); err == nil {
+		t.Fatal("a malformed OTEL_EXPORTER_OTLP_HEADERS accepted")
 	}
 }
