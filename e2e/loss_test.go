@@ -74,8 +74,16 @@ func redisLoses(t *testing.T, how string) {
 				default:
 				}
 				u := next.Add(1)
-				e := edges[(int(u)+w)%2]
-				code, b := callOrDown(e.public+"/api/v1/items/it/purchase", fmt.Sprintf(`{"user_id":"u%d","request_id":"r%d"}`, u, u))
+				body := fmt.Sprintf(`{"user_id":"u%d","request_id":"r%d"}`, u, u)
+				code, b := callOrDown(edges[(int(u)+w)%2].public+"/api/v1/items/it/purchase", body)
+				// No answer (the node was killed with the request in
+				// flight): the shopper sends the same request again, to
+				// either node, until one answers; a 201 it may have won
+				// comes back as its replay.
+				for try := 1; code == 0 && try < 500; try++ {
+					time.Sleep(10 * time.Millisecond)
+					code, b = callOrDown(edges[(int(u)+w+try)%2].public+"/api/v1/items/it/purchase", body)
+				}
 				switch code {
 				case 201:
 					var o orderJSON
