@@ -49,6 +49,7 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIdempotencyKey$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./persist/orderlog
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./codes
+	$(GO) test -run '^$$' -fuzz '^FuzzRequestStart$$' -fuzztime $(FUZZTIME) ./server/admission
 
 ## bench: the flash-sale scenario against a throwaway server, with the
 ## ceiling (a bare fasthttp handler) measured in the same run; writes a

@@ -32,7 +32,7 @@ import (
 )
 
 var (
-	scenarioName = flag.String("scenario", "flash", "flash, browse, mixed or ramp")
+	scenarioName = flag.String("scenario", "flash", "flash, spike, browse, mixed or ramp")
 	target       = flag.String("target", "http://127.0.0.1:8080", "base URL of the public listener")
 	admin        = flag.String("admin", "http://127.0.0.1:6060", "base URL of the admin listener (to create items)")
 	adminToken   = flag.String("admin-token", "", "bearer token for the admin listener")
@@ -60,6 +60,10 @@ var (
 	outDir       = flag.String("out", "bench-results", "directory for the JSON and PNG output")
 	quiet        = flag.Bool("quiet", false, "no progress lines")
 	cpuProfile   = flag.String("cpuprofile", "", "write the generator's own CPU profile to this file")
+	spikeRate    = flag.Float64("spike-rate", 160000, "spike: the crowd's arrival rate as the sale opens, requests per second (several times what the server serves); then -rate")
+	spikeDur     = flag.Duration("spike-duration", time.Second, "spike: how long the crowd arrives at -spike-rate")
+	stampStart   = flag.Bool("stamp-start", false, "send X-Request-Start with each request's intended send time, as a proxy stamps when a request reached it (the server's -max-queue-time, with -trusted-proxies 127.0.0.1); on by default in spike")
+	spawnArgs    = flag.String("spawn-args", "", "with -spawn: more flags for the spawned nodes, space separated (e.g. \"-max-queue-time 3ms -trusted-proxies 127.0.0.1\")")
 )
 
 func main() {
@@ -91,7 +95,7 @@ func main() {
 			defer w.Stop()
 		}
 		for i := 0; i < max(1, *spawnNodes); i++ {
-			args := append([]string{"-admin-token", *adminToken}, cluster...)
+			args := append(append([]string{"-admin-token", *adminToken}, cluster...), strings.Fields(*spawnArgs)...)
 			p, err := spawn.Start(*spawnBinary, filepath.Join(dir, fmt.Sprint("node", i)), nil, args...)
 			if err != nil {
 				log.Fatal(err)
@@ -177,8 +181,11 @@ func (b *bench) scenario(name string) ([]report.Run, error) {
 		return []report.Run{{Name: "browse", Result: res}}, err
 	case "ramp":
 		return b.ramp()
+	case "spike":
+		r, err := b.spike()
+		return []report.Run{r}, err
 	}
-	return nil, fmt.Errorf("unknown -scenario %q: use flash, browse, mixed or ramp", name)
+	return nil, fmt.Errorf("unknown -scenario %q: use flash, spike, browse, mixed or ramp", name)
 }
 
 // flash runs a flash sale on a fresh item and judges it.
@@ -201,6 +208,49 @@ func (b *bench) flash(name string, rate float64, readPct int) (report.Run, error
 	}
 	v := fl.Judge(*stock, srv)
 	return report.Run{Name: name, Result: res, Verdict: &v}, nil
+}
+
+// spike is a flash sale as it opens: the item goes on sale at starts_at,
+// the crowd arrives in the first -spike-duration at -spike-rate (several
+// times what the server serves), then the sold-out flood at -rate. Every
+// request is stamped with X-Request-Start (the time it "reached the
+// proxy"), unless -stamp-start=false is given explicitly.
+func (b *bench) spike() (report.Run, error) {
+	opensAt := time.Now().Add(2 * time.Second).Truncate(time.Millisecond)
+	item, err := b.newItemOpening("spike", *stock, opensAt)
+	if err != nil {
+		return report.Run{}, err
+	}
+	fl := scenario.NewFlash(scenario.FlashOptions{Item: item, Prefix: item, Users: *users, RetryPct: *retryPct,
+		DoublePct: *doublePct, Seed: uint64(time.Now().UnixNano())})
+	cfg := b.config(*rate, fl.Requests(), 0)
+	cfg.Warmup = 0 // the spike is the point
+	cfg.SpikeRate, cfg.SpikeRequests = *spikeRate, min(fl.Requests(), int(*spikeRate*spikeDur.Seconds()))
+	cfg.StampStart = *stampStart || !flagSet("stamp-start")
+	log.Printf("spike: %d shoppers, %d requests for %d units of %s: the sale opens at %s; %d arrive in the first %v (%s), then %s, over %d connections",
+		*users, fl.Requests(), *stock, item, opensAt.Format("15:04:05.000"), cfg.SpikeRequests, *spikeDur, rateText(*spikeRate), rateText(*rate), *conns)
+	time.Sleep(time.Until(opensAt.Add(-10 * time.Millisecond))) // the run starts 10 ms after it is called
+	res, err := loadgen.Run(cfg, fl)
+	if err != nil {
+		return report.Run{}, err
+	}
+	srv, err := b.serverState(item, fl.OrderIDs())
+	if err != nil {
+		return report.Run{}, fmt.Errorf("cannot read the sale back for the verdict: %w", err)
+	}
+	v := fl.Judge(*stock, srv)
+	sp := &report.Spike{Requests: cfg.SpikeRequests, Rate: *spikeRate, Latency: res.Spike}
+	if at := fl.SoldOutAt(); !at.IsZero() {
+		sp.SoldOutAfter = at.Sub(opensAt)
+	}
+	return report.Run{Name: "spike", Result: res, Verdict: &v, Spike: sp}, nil
+}
+
+// flagSet reports whether the flag was given on the command line.
+func flagSet(name string) bool {
+	set := false
+	flag.Visit(func(f *flag.Flag) { set = set || f.Name == name })
+	return set
 }
 
 // ramp steps the rate of the mixed scenario up until P99 passes the budget
@@ -276,8 +326,17 @@ func rateText(r float64) string {
 
 // newItem creates an item for one run, with per-user limit 1.
 func (b *bench) newItem(kind string, stock int64) (string, error) {
+	return b.newItemOpening(kind, stock, time.Time{})
+}
+
+// newItemOpening is newItem with the sale opening at opens (zero: now).
+func (b *bench) newItemOpening(kind string, stock int64, opens time.Time) (string, error) {
 	id := fmt.Sprintf("%s-%d", kind, time.Now().UnixNano())
 	body := fmt.Sprintf(`{"name":"bench %s","price_cents":100,"stock":%d,"per_user_limit":1}`, kind, stock)
+	if !opens.IsZero() {
+		body = fmt.Sprintf(`{"name":"bench %s","price_cents":100,"stock":%d,"per_user_limit":1,"starts_at":%q}`,
+			kind, stock, opens.UTC().Format(time.RFC3339Nano))
+	}
 	code, resp, err := b.call("PUT", b.admin+"/api/v1/items/"+id, body)
 	if err != nil {
 		return "", fmt.Errorf("cannot create the item on %s: %w", b.admin, err)

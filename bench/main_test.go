@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"github.com/flashsale/flashsale/bench/report"
 	"github.com/flashsale/flashsale/bench/spawn"
@@ -41,6 +42,17 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 			t.Fatalf("%s: %d requests, %d errors, verdict:\n%s", c.name, run.Result.Requests, run.Result.Errors(), run.Verdict)
 		}
 		runs = append(runs, run)
+	}
+	// The spike: the item opens 2 s after it is made, the crowd arrives at
+	// once; every request is due in the spike, none before the opening.
+	*spikeRate, *rate = 3000, 3000
+	sp, err := b.spike()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !sp.Verdict.Pass || sp.Result.Errors() != 0 || sp.Result.Codes["sale_not_started"] != 0 || sp.Spike == nil ||
+		sp.Spike.SoldOutAfter <= 0 || sp.Spike.SoldOutAfter > 5*time.Second || sp.Spike.Latency.TotalCount() != int64(sp.Spike.Requests) {
+		t.Fatalf("spike: %+v %+v, verdict:\n%s", sp.Result.Codes, sp.Spike, sp.Verdict)
 	}
 	if err := b.write(runs); err != nil {
 		t.Fatal(err)

@@ -3,10 +3,13 @@ package server
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
 
 	"github.com/flashsale/flashsale/circuit"
 	"github.com/flashsale/flashsale/engine"
@@ -134,6 +137,45 @@ func TestShedding(t *testing.T) {
 		if !strings.Contains(m, want) {
 			t.Fatalf("metrics lack %q", want)
 		}
+	}
+}
+
+// A request its proxy stamped longer ago than -max-queue-time is refused at
+// once (503, Retry-After), before the rate limits and the engine; a fresh
+// one is served; a stamp from an untrusted peer, or one no clock could
+// mean, is ignored.
+func TestStaleRequestsAreShed(t *testing.T) {
+	ts := newTestServer(t, Options{MaxQueueTime: 20 * time.Millisecond, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}})
+	ts.putItem("it", phone)
+	proxy, stranger := ts.clientFrom("10.0.0.2:1000"), ts.clientFrom("203.0.113.5:1000")
+	ago := func(d time.Duration) string {
+		return "X-Request-Start: t=" + strconv.FormatFloat(float64(time.Now().Add(-d).UnixMicro())/1e6, 'f', 3, 64)
+	}
+	r := ts.do(proxy, "POST", "/api/v1/items/it/purchase", `{"user_id":"late"}`, ago(200*time.Millisecond))
+	errCode(t, r, 503, "unavailable")
+	if r.header["Retry-After"] != "1" || !strings.Contains(r.body, "-max-queue-time") {
+		t.Fatalf("stale answer: %v %s", r.header, r.body)
+	}
+	if r := ts.do(proxy, "POST", "/api/v1/items/it/purchase", `{"user_id":"fresh"}`, ago(0)); r.status != 201 {
+		t.Fatalf("fresh purchase: %d %s", r.status, r.body)
+	}
+	for _, c := range []struct {
+		client *fasthttp.HostClient
+		header string
+	}{{stranger, ago(200 * time.Millisecond)}, {proxy, ago(time.Hour)}, {proxy, "X-Request-Start: soon"}} {
+		if r := ts.do(c.client, "GET", "/api/v1/items/it", "", c.header); r.status != 200 {
+			t.Fatalf("%s: %d %s", c.header, r.status, r.body)
+		}
+	}
+	if r := ts.do(proxy, "GET", "/readyz", "", ago(time.Second)); r.status != 200 {
+		t.Fatalf("health endpoints are never refused: %d", r.status)
+	}
+	if v, _ := ts.eng.Item("it"); v.Sold != 1 {
+		t.Fatalf("%d units sold; the stale request must take nothing", v.Sold)
+	}
+	m := ts.do(ts.adm, "GET", "/metrics", "").body
+	if !strings.Contains(m, `flashsale_admission_decisions_total{decision="shed",limit="queue_time"} 1`) {
+		t.Fatal("metrics lack the stale refusal")
 	}
 }
 

@@ -3,6 +3,8 @@
 package server
 
 import (
+	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 
@@ -42,14 +44,16 @@ func TestSoldOutPurchaseDoesNotAllocate(t *testing.T) {
 // With every admission control on, the loser's answer is still free.
 func TestSoldOutPurchaseWithAdmissionDoesNotAllocate(t *testing.T) {
 	ts := newTestServer(t, Options{Limits: admission.Options{Global: 1e9, Item: 1e9, IP: 1e9, Warmup: time.Nanosecond},
-		MaxInflight: 64, MaxQueueWait: time.Millisecond})
+		MaxInflight: 64, MaxQueueWait: time.Millisecond, MaxQueueTime: time.Minute,
+		TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}})
 	ts.putItem("phone-1", `{"name":"Phone","price_cents":100,"stock":0}`)
-	c := ts.clientFrom("192.0.2.1:1000")
+	c := ts.clientFrom("192.0.2.1:1000") // a proxy, whose X-Request-Start is read
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	req.Header.SetMethod("POST")
 	req.Header.SetContentType("application/json")
 	req.SetRequestURI("http://test/api/v1/items/phone-1/purchase")
 	req.SetBodyString(`{"user_id":"u-42","quantity":1,"request_id":"r-1"}`)
+	req.Header.Set("X-Request-Start", "t="+strconv.FormatInt(time.Now().UnixMicro(), 10))
 	do := func() {
 		if err := c.Do(req, resp); err != nil || resp.StatusCode() != 409 {
 			t.Fatalf("%v %d %s", err, resp.StatusCode(), resp.Body())

@@ -119,6 +119,7 @@ type edgeMetrics struct {
 
 	admitted     prometheus.Counter
 	shed         prometheus.Counter
+	stale        prometheus.Counter // shed: waited past -max-queue-time
 	connsRefused prometheus.Counter
 	limited      [4]prometheus.Counter // by admission.Limit
 	decisions    *prometheus.CounterVec
@@ -185,10 +186,11 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 	m.replayed = m.outcomes.WithLabelValues("replayed")
 	m.decisions = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flashsale_admission_decisions_total",
-		Help: "Admission decisions on the public API: admitted, rate_limited by limit (global, item, ip), or shed (in-flight bound).",
+		Help: "Admission decisions on the public API: admitted, rate_limited by limit (global, item, ip), or shed (by the in-flight bound, or queue_time: waited past -max-queue-time).",
 	}, []string{"decision", "limit"})
 	m.admitted = m.decisions.WithLabelValues("admitted", "")
 	m.shed = m.decisions.WithLabelValues("shed", "inflight")
+	m.stale = m.decisions.WithLabelValues("shed", "queue_time")
 	m.connsRefused = m.decisions.WithLabelValues("connection_refused", "conns_per_ip")
 	for _, l := range []admission.Limit{admission.Global, admission.Item, admission.IP} {
 		m.limited[l] = m.decisions.WithLabelValues("rate_limited", l.String())

@@ -71,11 +71,19 @@ func (s *Server) admitAndServe(ctx *fasthttp.RequestCtx, serve fasthttp.RequestH
 
 var apiPrefix = []byte("/api/")
 
-// admit applies the global and per-IP rate limits (429) and the in-flight
-// bound (503) to a request of the public API. When it returns true the
-// caller must release the in-flight slot.
+// admit refuses a request that waited in the queue past -max-queue-time
+// (503), then applies the global and per-IP rate limits (429) and the
+// in-flight bound (503) to a request of the public API. When it returns true
+// the caller must release the in-flight slot.
 func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
-	if lim, wait := s.limits.Allow(s.clientIP(ctx), time.Now()); lim != admission.None {
+	now := time.Now()
+	if s.opts.MaxQueueTime > 0 && s.stale(ctx, now) {
+		s.metrics.stale.Inc()
+		writeError(ctx, engine.CodeUnavailable, "the request waited too long before the server got to it (over -max-queue-time); retry shortly")
+		s.routes.other.count(fasthttp.StatusServiceUnavailable)
+		return false
+	}
+	if lim, wait := s.limits.Allow(s.clientIP(ctx), now); lim != admission.None {
 		s.rateLimited(ctx, lim, wait)
 		return false
 	}
@@ -87,6 +95,19 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
 	}
 	s.metrics.admitted.Inc()
 	return true
+}
+
+// stale reports a request whose trusted proxy stamped it (X-Request-Start)
+// longer than MaxQueueTime ago: it has waited in the proxy's and this
+// server's queues past its budget. Without a believable stamp from a
+// trusted proxy nothing is stale.
+func (s *Server) stale(ctx *fasthttp.RequestCtx, now time.Time) bool {
+	v := ctx.Request.Header.Peek("X-Request-Start")
+	if len(v) == 0 || !s.trusted(peerAddr(ctx)) {
+		return false
+	}
+	d, ok := admission.QueueTime(v, now)
+	return ok && d > s.opts.MaxQueueTime
 }
 
 // rateLimited answers 429 with the wait in Retry-After.

@@ -44,10 +44,14 @@ type Options struct {
 	ReadyTimeout     time.Duration // bound on /readyz dependency checks; default 1 s
 
 	// Admission control of the public API (/api/...).
-	Limits         admission.Options // rate limits; zero rates are off
-	MaxInflight    int               // requests served at once; default 128 per CPU
-	MaxQueueWait   time.Duration     // wait for an in-flight slot before 503; 0: none
-	TrustedProxies []netip.Prefix    // peers whose X-Real-IP / X-Forwarded-For are believed
+	Limits       admission.Options // rate limits; zero rates are off
+	MaxInflight  int               // requests served at once; default 128 per CPU
+	MaxQueueWait time.Duration     // wait for an in-flight slot before 503; 0: none
+	// MaxQueueTime refuses (503) a request a trusted proxy stamped
+	// (X-Request-Start) longer ago than this: it waited too long before
+	// the server got to it. 0: off.
+	MaxQueueTime   time.Duration
+	TrustedProxies []netip.Prefix // peers whose X-Real-IP / X-Forwarded-For are believed
 
 	Identity Identity // where shoppers' user ids come from; default: the body
 
@@ -125,8 +129,8 @@ func (o Options) Validate() error {
 	if o.MaxBodySize < 64 || o.MaxAdminBodySize < 64 || o.MaxHeaderSize < 1024 || o.MaxConns < 1 {
 		bad("-max-body-size >= 64, -max-header-size >= 1024, -max-conns >= 1 and an admin body limit >= 64 are required")
 	}
-	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 || o.InvalidCodesPerMinute < 0 {
-		bad("-max-conns-per-ip, -max-inflight, -max-queue-wait and -codes-invalid-per-minute must not be negative")
+	if o.MaxConnsPerIP < 0 || o.MaxInflight < 0 || o.MaxQueueWait < 0 || o.MaxQueueTime < 0 || o.InvalidCodesPerMinute < 0 {
+		bad("-max-conns-per-ip, -max-inflight, -max-queue-wait, -max-queue-time and -codes-invalid-per-minute must not be negative")
 	}
 	if o.ReadTimeout <= 0 || o.WriteTimeout <= 0 || o.IdleTimeout <= 0 || o.ReadyTimeout <= 0 {
 		bad("-read-timeout, -write-timeout, -idle-timeout and the readiness timeout must be positive")

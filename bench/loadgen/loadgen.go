@@ -15,6 +15,7 @@ import (
 	"io"
 	"net/url"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -46,6 +47,16 @@ type Config struct {
 	Warmup   time.Duration // requests due in the first Warmup are sent but not recorded
 	Timeout  time.Duration // per request; default 5 s
 	Progress io.Writer     // a line per second, when set
+	// SpikeRate and SpikeRequests, when set (open loop), send the first
+	// SpikeRequests at SpikeRate before the rest at Rate: a crowd
+	// arriving as a sale opens.
+	SpikeRate     float64
+	SpikeRequests int
+	// StampStart sends each request with X-Request-Start: its intended
+	// send time, in microseconds, as a proxy stamps the time a request
+	// reached it (the server's -max-queue-time reads it from trusted
+	// proxies).
+	StampStart bool
 }
 
 // Result is what a run measured, warm-up excluded.
@@ -58,7 +69,10 @@ type Result struct {
 	Latency    *hdrhistogram.Histogram
 	// Admitted is the latency of the answers that were not refusals (429,
 	// 503) or transport failures: what the server's admitted requests got.
-	Admitted     *hdrhistogram.Histogram
+	Admitted *hdrhistogram.Histogram
+	// Spike is the latency of every answer to a request due in the spike
+	// (Config.SpikeRequests); empty without one.
+	Spike        *hdrhistogram.Histogram
 	Statuses     map[int]int64
 	Codes        map[string]int64
 	Failures     int64 // transport errors and timeouts
@@ -72,6 +86,7 @@ type Second struct {
 	Requests int64
 	Errors   int64 // failures, 5xx and 429
 	P50, P99 time.Duration
+	Max      time.Duration
 	// Partial: the second was cut by the warm-up or by the end of the run,
 	// so its count is not a rate.
 	Partial bool
@@ -146,6 +161,9 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
 	g.start = time.Now().Add(10 * time.Millisecond) // let the workers connect first
 	g.pace = pacer{start: g.start, rate: cfg.Rate}
+	if cfg.SpikeRequests > 0 && cfg.SpikeRate > 0 {
+		g.pace.spikeRate, g.pace.spikeN = cfg.SpikeRate, cfg.SpikeRequests
+	}
 	if cfg.Duration > 0 {
 		g.deadline = g.start.Add(cfg.Duration)
 	}
@@ -183,10 +201,11 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	<-collected
 
 	res := &Result{Target: cfg.Rate, Sent: int(g.sent.Load()), Latency: newHistogram(3), Admitted: newHistogram(3),
-		Statuses: map[int]int64{}, Codes: map[string]int64{}}
+		Spike: newHistogram(3), Statuses: map[int]int64{}, Codes: map[string]int64{}}
 	for _, r := range recs {
 		res.Latency.Merge(r.hist)
 		res.Admitted.Merge(r.admitted)
+		res.Spike.Merge(r.spike)
 		res.Requests += r.recorded
 		res.Failures += r.failures
 		for s, c := range r.statuses {
@@ -264,6 +283,7 @@ func (g *run) worker(host string, rec *recorder, work <-chan int) {
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
+	stamp := make([]byte, 0, 32)
 	for {
 		n, intended, ok := g.take(work)
 		if !ok {
@@ -272,6 +292,10 @@ func (g *run) worker(host string, rec *recorder, work <-chan int) {
 		req.Reset()
 		g.w.Fill(n, req)
 		req.Header.SetHost(host)
+		if g.cfg.StampStart {
+			stamp = strconv.AppendInt(append(stamp[:0], "t="...), intended.UnixMicro(), 10)
+			req.Header.SetBytesV("X-Request-Start", stamp)
+		}
 		err := c.Do(req, resp)
 		end := time.Now()
 		status := 0
@@ -281,7 +305,7 @@ func (g *run) worker(host string, rec *recorder, work <-chan int) {
 			g.errs.Add(1)
 		}
 		if !intended.Before(g.measureFrom) {
-			rec.record(int(intended.Sub(g.start)/time.Second), end.Sub(intended), status, resp.Body())
+			rec.record(int(intended.Sub(g.start)/time.Second), n < g.pace.spikeN, end.Sub(intended), status, resp.Body())
 		}
 		g.done.Add(1)
 		g.w.Done(n, resp, err)
@@ -336,7 +360,8 @@ func (g *run) seconds() []Second {
 	for sec, agg := range g.timeline {
 		out = append(out, Second{Sec: sec, Requests: agg.n, Errors: agg.errors,
 			P50: time.Duration(agg.hist.ValueAtQuantile(50)) * time.Microsecond,
-			P99: time.Duration(agg.hist.ValueAtQuantile(99)) * time.Microsecond})
+			P99: time.Duration(agg.hist.ValueAtQuantile(99)) * time.Microsecond,
+			Max: time.Duration(agg.hist.Max()) * time.Microsecond})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Sec < out[j].Sec })
 	return out

@@ -14,10 +14,13 @@ func TestPacerSendsOnTime(t *testing.T) {
 	// A fake clock that only moves when the pacer sleeps: every send must
 	// happen at or after its intended time, and no later than one nap after.
 	start := time.Date(2026, 11, 11, 12, 0, 0, 0, time.UTC)
-	f := func(rate float64, total int) {
+	f := func(rate float64, total int, spike ...float64) {
 		t.Helper()
 		now := start
 		p := pacer{start: start, rate: rate}
+		if len(spike) == 2 { // a crowd first: spike[1] requests at spike[0]/s
+			p.spikeRate, p.spikeN = spike[0], int(spike[1])
+		}
 		sent := 0
 		got := p.dispatch(total, func() time.Time { return now }, func(d time.Duration) {
 			if d <= 0 {
@@ -41,8 +44,8 @@ func TestPacerSendsOnTime(t *testing.T) {
 		if got != total || sent != total {
 			t.Fatalf("rate %v: sent %d of %d", rate, sent, total)
 		}
-		// The whole schedule took total/rate, within one nap.
-		want := time.Duration(float64(total-1) / rate * float64(time.Second))
+		// The whole schedule took what it says, within one nap.
+		want := p.intended(total - 1).Sub(start)
 		if took := now.Sub(start); took < want || took > want+maxSleep {
 			t.Fatalf("rate %v: %d requests took %v, want %v", rate, total, took, want)
 		}
@@ -51,6 +54,11 @@ func TestPacerSendsOnTime(t *testing.T) {
 	f(1000, 3000)
 	f(7, 20)
 	f(1e6, 50000)
+	f(1000, 3000, 10000, 5000) // more in the spike than in the run: all at the spike's rate
+	f(1000, 8000, 20000, 5000)
+	if got := (pacer{start: start, rate: 1000, spikeRate: 20000, spikeN: 5000}).intended(5000).Sub(start); got != 250*time.Millisecond {
+		t.Fatalf("the first request after the spike is due at %v, want 250ms", got)
+	}
 
 	// Counted at any instant: due(t) is how many intended times are <= t.
 	p := pacer{start: start, rate: 1000}

@@ -55,6 +55,7 @@ func codeIndex(body []byte) int {
 type recorder struct {
 	hist     *hdrhistogram.Histogram
 	admitted *hdrhistogram.Histogram // answers that were not refusals (429, 503) or failures
+	spike    *hdrhistogram.Histogram // answers to requests due in the spike
 	statuses [600]int64
 	codes    []int64 // by index into Codes, last: unknown
 	failures int64   // transport errors and timeouts
@@ -75,14 +76,18 @@ type secondTally struct {
 }
 
 func newRecorder(out chan<- secondTally, free <-chan *hdrhistogram.Histogram) *recorder {
-	return &recorder{hist: newHistogram(3), admitted: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
+	return &recorder{hist: newHistogram(3), admitted: newHistogram(3), spike: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
 }
 
 // record counts one answer. sec is the second of the run its request was
-// due in; status is 0 for a transport failure.
-func (r *recorder) record(sec int, latency time.Duration, status int, body []byte) {
+// due in, spike whether it was due in the spike; status is 0 for a
+// transport failure.
+func (r *recorder) record(sec int, spike bool, latency time.Duration, status int, body []byte) {
 	us := max(latency.Microseconds(), minLatencyUS)
 	r.hist.RecordValue(min(us, maxLatencyUS))
+	if spike {
+		r.spike.RecordValue(min(us, maxLatencyUS))
+	}
 	r.recorded++
 	isErr := status == 0 || status >= 500 || status == 429
 	if !isErr {

@@ -13,6 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"github.com/HdrHistogram/hdrhistogram-go"
+
 	"github.com/flashsale/flashsale/bench/loadgen"
 	"github.com/flashsale/flashsale/bench/scenario"
 )
@@ -25,6 +27,19 @@ type Run struct {
 	// Ceiling is the bare handler's throughput measured in the same
 	// session with the same generator settings; 0 when not measured.
 	Ceiling float64
+	Spike   *Spike // a spike run's crowd; nil otherwise
+}
+
+// Spike is what a crowd arriving as the sale opens got.
+type Spike struct {
+	Requests     int     // due in the spike
+	Rate         float64 // their arrival rate
+	SoldOutAfter time.Duration
+	Latency      *hdrhistogram.Histogram // of every answer to them, µs
+}
+
+func (s *Spike) quantile(q float64) time.Duration {
+	return time.Duration(s.Latency.ValueAtQuantile(q)) * time.Microsecond
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
@@ -59,6 +74,14 @@ func Table(w io.Writer, runs []Run) {
 		if res := r.Result; res.Errors() > 0 {
 			fmt.Fprintf(w, "\n%s: %.1f%% refused (429, 503, failures); admitted requests: P50 %s ms, P99 %s ms, P99.9 %s ms",
 				r.Name, 100*res.Refused(), ms(res.AdmittedQuantile(50)), ms(res.AdmittedQuantile(99)), ms(res.AdmittedQuantile(99.9)))
+		}
+		if sp := r.Spike; sp != nil {
+			sold := "not sold out"
+			if sp.SoldOutAfter > 0 {
+				sold = fmt.Sprintf("sold out %s s after the sale opened", fmt.Sprintf("%.3f", sp.SoldOutAfter.Seconds()))
+			}
+			fmt.Fprintf(w, "\n%s: %d requests arrived in the spike at %.0f/s; %s; answers to them: P50 %s ms, P99 %s ms, max %s ms; %d timed out or failed",
+				r.Name, sp.Requests, sp.Rate, sold, ms(sp.quantile(50)), ms(sp.quantile(99)), ms(time.Duration(sp.Latency.Max())*time.Microsecond), r.Result.Failures)
 		}
 		fmt.Fprintf(w, "\n%s: answers %s\n", r.Name, answers(r.Result))
 		if r.Verdict != nil {
@@ -130,6 +153,14 @@ type RunJSON struct {
 	GeneratorCPU      float64            `json:"generator_cpu_cores"`
 	Timeline          []SecondJSON       `json:"timeline"`
 	Verdict           *scenario.Verdict  `json:"verdict,omitempty"`
+	Spike             *SpikeJSON         `json:"spike,omitempty"`
+}
+
+type SpikeJSON struct {
+	Requests      int                `json:"requests"`
+	Rate          float64            `json:"rate"`
+	SoldOutAfterS float64            `json:"sold_out_after_s"` // 0: not sold out
+	LatencyMS     map[string]float64 `json:"latency_ms"`
 }
 
 type SecondJSON struct {
@@ -138,6 +169,7 @@ type SecondJSON struct {
 	Errors   int64   `json:"errors"`
 	P50MS    float64 `json:"p50_ms"`
 	P99MS    float64 `json:"p99_ms"`
+	MaxMS    float64 `json:"max_ms"`
 }
 
 func msf(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
@@ -160,7 +192,11 @@ func NewDocument(command string, runs []Run) Document {
 			j.Statuses[fmt.Sprint(s)] = n
 		}
 		for _, s := range res.Timeline {
-			j.Timeline = append(j.Timeline, SecondJSON{Sec: s.Sec, Requests: s.Requests, Errors: s.Errors, P50MS: msf(s.P50), P99MS: msf(s.P99)})
+			j.Timeline = append(j.Timeline, SecondJSON{Sec: s.Sec, Requests: s.Requests, Errors: s.Errors, P50MS: msf(s.P50), P99MS: msf(s.P99), MaxMS: msf(s.Max)})
+		}
+		if sp := r.Spike; sp != nil {
+			j.Spike = &SpikeJSON{Requests: sp.Requests, Rate: sp.Rate, SoldOutAfterS: sp.SoldOutAfter.Seconds(),
+				LatencyMS: map[string]float64{"p50": msf(sp.quantile(50)), "p99": msf(sp.quantile(99)), "max": msf(time.Duration(sp.Latency.Max()) * time.Microsecond)}}
 		}
 		doc.Runs = append(doc.Runs, j)
 	}

@@ -9,6 +9,8 @@ import (
 	"hash/maphash"
 	"math/rand/v2"
 	"strconv"
+	"sync/atomic"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -51,7 +53,18 @@ type Flash struct {
 	purchaseURI  []byte
 	bodyHead     []byte
 	requestIDKey []byte
+	soldOutAt    atomic.Int64 // Unix nanoseconds of the first sold_out answer
 }
+
+// SoldOutAt is when the first "sold out" answer came back (zero: none did).
+func (f *Flash) SoldOutAt() time.Time {
+	if ns := f.soldOutAt.Load(); ns != 0 {
+		return time.Unix(0, ns)
+	}
+	return time.Time{}
+}
+
+var soldOutCode = []byte(`"sold_out"`)
 
 // FlashOptions shapes the crowd.
 type FlashOptions struct {
@@ -142,6 +155,9 @@ func (f *Flash) Done(n int, resp *fasthttp.Response, err error) {
 	r.Replayed = len(resp.Header.Peek("Idempotent-Replayed")) > 0
 	r.BodyHash = maphash.Bytes(f.seed, body)
 	r.OrderID = 0
+	if r.Status == fasthttp.StatusConflict && f.soldOutAt.Load() == 0 && bytes.Contains(body, soldOutCode) {
+		f.soldOutAt.CompareAndSwap(0, time.Now().UnixNano())
+	}
 	if r.Status == fasthttp.StatusCreated {
 		if i := bytes.Index(body, orderIDKey); i >= 0 {
 			rest := body[i+len(orderIDKey):]
