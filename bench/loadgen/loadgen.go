@@ -72,7 +72,10 @@ type Result struct {
 	Admitted *hdrhistogram.Histogram
 	// Spike is the latency of every answer to a request due in the spike
 	// (Config.SpikeRequests); empty without one.
-	Spike        *hdrhistogram.Histogram
+	Spike *hdrhistogram.Histogram
+	// Won and Lost are the latency of the 201s (winners: durable first)
+	// and of the 409s (losers: sold out or over the limit, from memory).
+	Won, Lost    *hdrhistogram.Histogram
 	Statuses     map[int]int64
 	Codes        map[string]int64
 	Failures     int64 // transport errors and timeouts
@@ -201,11 +204,13 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	<-collected
 
 	res := &Result{Target: cfg.Rate, Sent: int(g.sent.Load()), Latency: newHistogram(3), Admitted: newHistogram(3),
-		Spike: newHistogram(3), Statuses: map[int]int64{}, Codes: map[string]int64{}}
+		Spike: newHistogram(3), Won: newHistogram(3), Lost: newHistogram(3), Statuses: map[int]int64{}, Codes: map[string]int64{}}
 	for _, r := range recs {
 		res.Latency.Merge(r.hist)
 		res.Admitted.Merge(r.admitted)
 		res.Spike.Merge(r.spike)
+		res.Won.Merge(r.won)
+		res.Lost.Merge(r.lost)
 		res.Requests += r.recorded
 		res.Failures += r.failures
 		for s, c := range r.statuses {

@@ -152,6 +152,9 @@ func TestRunOpenLoop(t *testing.T) {
 		res.Admitted.TotalCount() != res.Requests || res.Refused() != 0 {
 		t.Fatalf("statuses %v codes %v", res.Statuses, res.Codes)
 	}
+	if res.Lost.TotalCount() != res.Statuses[409] || res.Won.TotalCount() != res.Statuses[201] || res.Lost.TotalCount() == 0 {
+		t.Fatalf("losers %d, winners %d; statuses %v", res.Lost.TotalCount(), res.Won.TotalCount(), res.Statuses)
+	}
 	var inTimeline int64
 	for _, s := range res.Timeline {
 		inTimeline += s.Requests

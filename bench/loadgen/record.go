@@ -56,6 +56,8 @@ type recorder struct {
 	hist     *hdrhistogram.Histogram
 	admitted *hdrhistogram.Histogram // answers that were not refusals (429, 503) or failures
 	spike    *hdrhistogram.Histogram // answers to requests due in the spike
+	won      *hdrhistogram.Histogram // 201s: the winners, whose answer waits for durability
+	lost     *hdrhistogram.Histogram // 409s: the losers, answered from memory
 	statuses [600]int64
 	codes    []int64 // by index into Codes, last: unknown
 	failures int64   // transport errors and timeouts
@@ -76,7 +78,7 @@ type secondTally struct {
 }
 
 func newRecorder(out chan<- secondTally, free <-chan *hdrhistogram.Histogram) *recorder {
-	return &recorder{hist: newHistogram(3), admitted: newHistogram(3), spike: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
+	return &recorder{hist: newHistogram(3), admitted: newHistogram(3), spike: newHistogram(3), won: newHistogram(3), lost: newHistogram(3), codes: make([]int64, len(Codes)+1), sec: -1, out: out, free: free}
 }
 
 // record counts one answer. sec is the second of the run its request was
@@ -87,6 +89,12 @@ func (r *recorder) record(sec int, spike bool, latency time.Duration, status int
 	r.hist.RecordValue(min(us, maxLatencyUS))
 	if spike {
 		r.spike.RecordValue(min(us, maxLatencyUS))
+	}
+	switch status {
+	case 201:
+		r.won.RecordValue(min(us, maxLatencyUS))
+	case 409:
+		r.lost.RecordValue(min(us, maxLatencyUS))
 	}
 	r.recorded++
 	isErr := status == 0 || status >= 500 || status == 429

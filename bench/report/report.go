@@ -42,6 +42,11 @@ func (s *Spike) quantile(q float64) time.Duration {
 	return time.Duration(s.Latency.ValueAtQuantile(q)) * time.Microsecond
 }
 
+// msq is quantile q (0-100) of a histogram of microseconds, in ms.
+func msq(h *hdrhistogram.Histogram, q float64) string {
+	return ms(time.Duration(h.ValueAtQuantile(q)) * time.Microsecond)
+}
+
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }
 
 // Table writes the readable summary.
@@ -74,6 +79,11 @@ func Table(w io.Writer, runs []Run) {
 		if res := r.Result; res.Errors() > 0 {
 			fmt.Fprintf(w, "\n%s: %.1f%% refused (429, 503, failures); admitted requests: P50 %s ms, P99 %s ms, P99.9 %s ms",
 				r.Name, 100*res.Refused(), ms(res.AdmittedQuantile(50)), ms(res.AdmittedQuantile(99)), ms(res.AdmittedQuantile(99.9)))
+		}
+		if res := r.Result; res.Won.TotalCount() > 0 && res.Lost.TotalCount() > 0 {
+			fmt.Fprintf(w, "\n%s: winners (%d x 201): P50 %s ms, P99 %s ms, max %s ms; losers (%d x 409): P50 %s ms, P99 %s ms, max %s ms",
+				r.Name, res.Won.TotalCount(), msq(res.Won, 50), msq(res.Won, 99), msq(res.Won, 100),
+				res.Lost.TotalCount(), msq(res.Lost, 50), msq(res.Lost, 99), msq(res.Lost, 100))
 		}
 		if sp := r.Spike; sp != nil {
 			sold := "not sold out"
@@ -145,15 +155,18 @@ type RunJSON struct {
 	LatencyMS  map[string]float64 `json:"latency_ms"`
 	// AdmittedLatencyMS is the latency of answers that were not refusals.
 	AdmittedLatencyMS map[string]float64 `json:"admitted_latency_ms"`
-	Refused           float64            `json:"refused_share"`
-	Statuses          map[string]int64   `json:"statuses"`
-	Codes             map[string]int64   `json:"codes"`
-	Failures          int64              `json:"transport_failures"`
-	Errors            int64              `json:"errors"`
-	GeneratorCPU      float64            `json:"generator_cpu_cores"`
-	Timeline          []SecondJSON       `json:"timeline"`
-	Verdict           *scenario.Verdict  `json:"verdict,omitempty"`
-	Spike             *SpikeJSON         `json:"spike,omitempty"`
+	// WinnersLatencyMS (201s) and LosersLatencyMS (409s), apart.
+	WinnersLatencyMS map[string]float64 `json:"winners_latency_ms"`
+	LosersLatencyMS  map[string]float64 `json:"losers_latency_ms"`
+	Refused          float64            `json:"refused_share"`
+	Statuses         map[string]int64   `json:"statuses"`
+	Codes            map[string]int64   `json:"codes"`
+	Failures         int64              `json:"transport_failures"`
+	Errors           int64              `json:"errors"`
+	GeneratorCPU     float64            `json:"generator_cpu_cores"`
+	Timeline         []SecondJSON       `json:"timeline"`
+	Verdict          *scenario.Verdict  `json:"verdict,omitempty"`
+	Spike            *SpikeJSON         `json:"spike,omitempty"`
 }
 
 type SpikeJSON struct {
@@ -187,6 +200,7 @@ func NewDocument(command string, runs []Run) Document {
 				"p99.9": msf(res.Quantile(99.9)), "max": msf(time.Duration(res.Latency.Max()) * time.Microsecond)},
 			AdmittedLatencyMS: map[string]float64{"p50": msf(res.AdmittedQuantile(50)), "p99": msf(res.AdmittedQuantile(99)),
 				"p99.9": msf(res.AdmittedQuantile(99.9))},
+			WinnersLatencyMS: quantilesMS(res.Won), LosersLatencyMS: quantilesMS(res.Lost),
 			Refused: res.Refused()}
 		for s, n := range res.Statuses {
 			j.Statuses[fmt.Sprint(s)] = n
@@ -223,4 +237,10 @@ func cpuModel() string {
 		}
 	}
 	return ""
+}
+
+// quantilesMS are a histogram's P50, P99, P99.9 and max, in ms.
+func quantilesMS(h *hdrhistogram.Histogram) map[string]float64 {
+	q := func(p float64) float64 { return msf(time.Duration(h.ValueAtQuantile(p)) * time.Microsecond) }
+	return map[string]float64{"count": float64(h.TotalCount()), "p50": q(50), "p99": q(99), "p99.9": q(99.9), "max": q(100)}
 }
