@@ -32,7 +32,7 @@ import (
 )
 
 var (
-	scenarioName = flag.String("scenario", "flash", "flash, spike, browse, mixed or ramp")
+	scenarioName = flag.String("scenario", "flash", "flash, spike, soldout, browse, mixed or ramp")
 	target       = flag.String("target", "http://127.0.0.1:8080", "base URL of the public listener")
 	admin        = flag.String("admin", "http://127.0.0.1:6060", "base URL of the admin listener (to create items)")
 	adminToken   = flag.String("admin-token", "", "bearer token for the admin listener")
@@ -184,8 +184,10 @@ func (b *bench) scenario(name string) ([]report.Run, error) {
 	case "spike":
 		r, err := b.spike()
 		return []report.Run{r}, err
+	case "soldout":
+		return b.soldOut()
 	}
-	return nil, fmt.Errorf("unknown -scenario %q: use flash, spike, browse, mixed or ramp", name)
+	return nil, fmt.Errorf("unknown -scenario %q: use flash, spike, soldout, browse, mixed or ramp", name)
 }
 
 // flash runs a flash sale on a fresh item and judges it.
@@ -281,31 +283,11 @@ func (b *bench) ramp() ([]report.Run, error) {
 
 // ceiling measures the bare handler, closed-loop, with the same settings.
 func (b *bench) ceiling() (float64, error) {
-	dir, err := os.MkdirTemp("", "flashsale-bare")
+	addr, stop, err := startBare()
 	if err != nil {
 		return 0, err
 	}
-	defer os.RemoveAll(dir)
-	bin := filepath.Join(dir, "bare")
-	if out, err := exec.Command("go", "build", "-o", bin, "./tools/bare").CombinedOutput(); err != nil {
-		return 0, fmt.Errorf("cannot build tools/bare (run from the repository root): %v\n%s", err, out)
-	}
-	addr, err := freeAddr()
-	if err != nil {
-		return 0, err
-	}
-	cmd := exec.Command(bin, "-listen", addr)
-	if err := cmd.Start(); err != nil {
-		return 0, err
-	}
-	defer func() { cmd.Process.Kill(); cmd.Wait() }()
-	for i := 0; i < 100; i++ {
-		if resp, err := http.Get("http://" + addr + "/"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	defer stop()
 	log.Printf("ceiling: bare fasthttp handler closed-loop for %v over %d connections", *duration, *conns)
 	cfg := b.config(0, 0, *duration)
 	cfg.Target = "http://" + addr
@@ -315,6 +297,72 @@ func (b *bench) ceiling() (float64, error) {
 	}
 	b.ceilingRun = report.Run{Name: "ceiling (bare)", Result: res}
 	return res.Throughput, nil
+}
+
+// startBare builds and starts tools/bare (a fasthttp handler that answers
+// every request with a sold-out body) on a free loopback port.
+func startBare() (addr string, stop func(), err error) {
+	dir, err := os.MkdirTemp("", "flashsale-bare")
+	if err != nil {
+		return "", nil, err
+	}
+	bin := filepath.Join(dir, "bare")
+	if out, err := exec.Command("go", "build", "-o", bin, "./tools/bare").CombinedOutput(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, fmt.Errorf("cannot build tools/bare (run from the repository root): %v\n%s", err, out)
+	}
+	if addr, err = freeAddr(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	cmd := exec.Command(bin, "-listen", addr)
+	if err := cmd.Start(); err != nil {
+		os.RemoveAll(dir)
+		return "", nil, err
+	}
+	for i := 0; i < 100; i++ {
+		if resp, err := http.Get("http://" + addr + "/"); err == nil {
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return addr, func() { cmd.Process.Kill(); cmd.Wait(); os.RemoveAll(dir) }, nil
+}
+
+// soldOut is the sold-out flood, open loop at -rate: every request a
+// distinct user with a request id, for an item with nothing left; then the
+// same load against the bare fasthttp handler at the same rate and
+// connections, in the same run, so that the tails compare as a ratio.
+func (b *bench) soldOut() ([]report.Run, error) {
+	item, err := b.newItem("soldout", 0)
+	if err != nil {
+		return nil, err
+	}
+	n := int(*rate * duration.Seconds())
+	flood := func() *scenario.Flash {
+		return scenario.NewFlash(scenario.FlashOptions{Item: item, Prefix: item, Users: n, Seed: uint64(time.Now().UnixNano())})
+	}
+	log.Printf("soldout: %d distinct shoppers for sold-out %s at %s over %d connections, then the bare handler alike",
+		n, item, rateText(*rate), *conns)
+	res, err := loadgen.Run(b.config(*rate, n, 0), flood())
+	if err != nil {
+		return nil, err
+	}
+	addr, stop, err := startBare()
+	if err != nil {
+		return nil, err
+	}
+	defer stop()
+	cfg := b.config(*rate, n, 0)
+	cfg.Target = "http://" + addr
+	bare, err := loadgen.Run(cfg, flood())
+	if err != nil {
+		return nil, err
+	}
+	log.Printf("soldout: P99 %v against the bare handler's %v: %.2f times", res.Quantile(99), bare.Quantile(99),
+		float64(res.Quantile(99))/float64(max(bare.Quantile(99), time.Microsecond)))
+	return []report.Run{{Name: "sold out", Result: res}, {Name: "bare handler", Result: bare}}, nil
 }
 
 func rateText(r float64) string {
@@ -349,7 +397,7 @@ func (b *bench) newItemOpening(kind string, stock int64, opens time.Time) (strin
 	for _, t := range strings.Split(b.target, ",") {
 		for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
 			code, resp, err := b.call("GET", t+"/api/v1/items/"+id, "")
-			if err == nil && code == http.StatusOK && !bytes.Contains(resp, []byte(`"stock_left":0,`)) {
+			if err == nil && code == http.StatusOK && (stock == 0 || !bytes.Contains(resp, []byte(`"stock_left":0,`))) {
 				break
 			}
 			if time.Now().After(deadline) {

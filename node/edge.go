@@ -533,9 +533,12 @@ func (c Config) breaker() circuit.Options {
 }
 
 // newRegistry is a process's metrics registry, with the Go runtime's and
-// the process's own.
+// the process's own. The runtime's scheduler metrics are among them:
+// go_sched_latencies_seconds (how long runnable goroutines waited for a
+// thread) is where a tail that is not the handlers' own shows.
 func newRegistry() *prometheus.Registry {
 	r := prometheus.NewRegistry()
-	r.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	r.MustRegister(collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return r
 }
