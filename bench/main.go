@@ -200,7 +200,12 @@ func (b *bench) flash(name string, rate float64, readPct int) (report.Run, error
 		DoublePct: *doublePct, ReadPct: readPct, Seed: uint64(time.Now().UnixNano())})
 	log.Printf("%s: %d shoppers, %d requests for %d units of %s at %s over %d connections",
 		name, *users, fl.Requests(), *stock, item, rateText(rate), *conns)
-	res, err := loadgen.Run(b.config(rate, fl.Requests(), 0), fl)
+	return b.judged(name, item, fl, b.config(rate, fl.Requests(), 0))
+}
+
+// judged runs a flash sale's load and judges it from what the server says.
+func (b *bench) judged(name, item string, fl *scenario.Flash, cfg loadgen.Config) (report.Run, error) {
+	res, err := loadgen.Run(cfg, fl)
 	if err != nil {
 		return report.Run{}, err
 	}
@@ -232,20 +237,15 @@ func (b *bench) spike() (report.Run, error) {
 	log.Printf("spike: %d shoppers, %d requests for %d units of %s: the sale opens at %s; %d arrive in the first %v (%s), then %s, over %d connections",
 		*users, fl.Requests(), *stock, item, opensAt.Format("15:04:05.000"), cfg.SpikeRequests, *spikeDur, rateText(*spikeRate), rateText(*rate), *conns)
 	time.Sleep(time.Until(opensAt.Add(-10 * time.Millisecond))) // the run starts 10 ms after it is called
-	res, err := loadgen.Run(cfg, fl)
+	run, err := b.judged("spike", item, fl, cfg)
 	if err != nil {
 		return report.Run{}, err
 	}
-	srv, err := b.serverState(item, fl.OrderIDs())
-	if err != nil {
-		return report.Run{}, fmt.Errorf("cannot read the sale back for the verdict: %w", err)
-	}
-	v := fl.Judge(*stock, srv)
-	sp := &report.Spike{Requests: cfg.SpikeRequests, Rate: *spikeRate, Latency: res.Spike}
+	run.Spike = &report.Spike{Requests: cfg.SpikeRequests, Rate: *spikeRate, Latency: run.Result.Spike}
 	if at := fl.SoldOutAt(); !at.IsZero() {
-		sp.SoldOutAfter = at.Sub(opensAt)
+		run.Spike.SoldOutAfter = at.Sub(opensAt)
 	}
-	return report.Run{Name: "spike", Result: res, Verdict: &v, Spike: sp}, nil
+	return run, nil
 }
 
 // flagSet reports whether the flag was given on the command line.
