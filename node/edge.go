@@ -25,6 +25,7 @@ import (
 	"github.com/flashsale/flashsale/persist/redisledger"
 	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
+	"github.com/flashsale/flashsale/server/admission"
 )
 
 // Edge is an edge node: the engine, its order sink and catalogue, the HTTP
@@ -93,8 +94,12 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		if cl, err = e.joinCluster(ctx, db); err != nil {
 			return nil, err
 		}
-		opts.NodeID, opts.Ledger, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, e.tracing.Ledger(cl.guarded), cl.catalog, cl.look
+		opts.NodeID, opts.Catalog, opts.OnLedgerLost = cl.reg.ID, cl.catalog, cl.look
+		// A purchase waiting on Redis gives its in-flight slot back
+		// (admission.Park), as one waiting for the order sink does.
+		opts.Ledger = admission.ParkingLedger(e.tracing.Ledger(cl.guarded))
 		opts.SyncFeed = func(ctx context.Context) error {
+			admission.Park(ctx)
 			ctx, cancel := context.WithTimeout(ctx, feedSyncWait)
 			defer cancel()
 			return e.tracing.Span(ctx, "feed barrier", cl.feed.Barrier)
@@ -117,7 +122,9 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		e.registry.MustRegister(store.Collectors()...)
 	}
 	guarded := circuit.NewSink(dependency, sink, cfg.breaker())
-	opts.Sink = e.tracing.Sink(appendSpan, guarded)
+	// A winner waiting for durability gives its in-flight slot back, so
+	// that losers are never refused because winners wait (admission.Park).
+	opts.Sink = admission.Parking(e.tracing.Sink(appendSpan, guarded))
 	checks = append(checks, server.Check{Name: guarded.Dependency() + " circuit", Check: guarded.Check})
 	e.registry.MustRegister(guarded.Collectors()...)
 

@@ -140,6 +140,33 @@ func TestShedding(t *testing.T) {
 	}
 }
 
+// A winner waiting for durability gives its in-flight slot back (the node
+// wraps its sink in admission.Parking): with a bound of one, a purchase
+// held in the store does not turn away the losers and readers behind it.
+func TestWinnersWaitingForDurabilityDoNotHoldTheBound(t *testing.T) {
+	ts := newTestServerSink(t, Options{MaxInflight: 1}, admission.Parking)
+	ts.putItem("it", `{"name":"Phone","price_cents":100,"stock":1,"per_user_limit":1}`)
+	ts.sink.mode.Store(sinkHold)
+	held := make(chan response)
+	go func() { held <- ts.buy("it", `{"user_id":"winner"}`) }()
+	<-ts.sink.entered // the winner waits in the store, its slot given back
+	if r := ts.do(ts.pub, "GET", "/api/v1/items/it", ""); r.status != 200 {
+		t.Fatalf("a read behind a waiting winner: %d %s", r.status, r.body)
+	}
+	if r := ts.buy("it", `{"user_id":"loser"}`); r.status != 409 {
+		t.Fatalf("a loser behind a waiting winner: %d %s", r.status, r.body)
+	}
+	ts.sink.mode.Store(sinkPass)
+	close(ts.sink.release)
+	if r := <-held; r.status != 201 {
+		t.Fatalf("the waiting winner: %d %s", r.status, r.body)
+	}
+	m := ts.do(ts.adm, "GET", "/metrics", "").body
+	if !strings.Contains(m, "flashsale_admission_inflight 0") || strings.Contains(m, `decision="shed",limit="inflight"} 1`) {
+		t.Fatal("the slot must be free again, and nobody shed")
+	}
+}
+
 // A request its proxy stamped longer ago than -max-queue-time is refused at
 // once (503, Retry-After), before the rate limits and the engine; a fresh
 // one is served; a stamp from an untrusted peer, or one no clock could

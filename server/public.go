@@ -64,9 +64,31 @@ func (s *Server) publicHandler() fasthttp.RequestHandler {
 // admitAndServe serves a request of the public API that admission lets in.
 func (s *Server) admitAndServe(ctx *fasthttp.RequestCtx, serve fasthttp.RequestHandler) {
 	if s.admit(ctx) {
-		serve(ctx)
-		s.inflight.Release()
+		s.serveHolding(ctx, context.Background(), serve)
 	}
+}
+
+// slotKey is the user value holding an admitted request's in-flight slot.
+const slotKey = "flashsale.slot"
+
+// serveHolding serves an admitted request holding its in-flight slot,
+// which its purchase may give back while it waits for durability
+// (admission.Park); parent is the context of its engine and store calls.
+func (s *Server) serveHolding(ctx *fasthttp.RequestCtx, parent context.Context, serve fasthttp.RequestHandler) {
+	slot := s.inflight.Held(parent)
+	ctx.SetUserValue(slotKey, slot)
+	serve(ctx)
+	ctx.SetUserValue(slotKey, nil)
+	slot.End()
+}
+
+// purchaseContext is the context a purchase runs in: its in-flight slot
+// (with the trace's context when traced), or Background outside admission.
+func (s *Server) purchaseContext(ctx *fasthttp.RequestCtx) context.Context {
+	if slot, ok := ctx.UserValue(slotKey).(*admission.Slot); ok {
+		return slot
+	}
+	return s.requestContext(ctx)
 }
 
 var apiPrefix = []byte("/api/")
@@ -274,9 +296,9 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 // decide asks the engine, in a span of its own when the request is traced.
 func (s *Server) decide(ctx *fasthttp.RequestCtx, req engine.PurchaseRequest) (o *engine.Order, replayed bool, err error) {
 	if s.tracing == nil {
-		return s.eng.Purchase(context.Background(), req)
+		return s.eng.Purchase(s.purchaseContext(ctx), req)
 	}
-	s.tracing.Span(s.requestContext(ctx), "purchase decision", func(c context.Context) error {
+	s.tracing.Span(s.purchaseContext(ctx), "purchase decision", func(c context.Context) error {
 		o, replayed, err = s.eng.Purchase(c, req)
 		if code := engine.CodeOf(err); code != "" && code != engine.CodeUnavailable {
 			return nil // an answer (sold out, over the limit...), not a failure

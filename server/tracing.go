@@ -58,8 +58,7 @@ func (s *Server) serveTraced(ctx *fasthttp.RequestCtx, serve fasthttp.RequestHan
 		a.End()
 	}
 	if admitted {
-		serve(ctx)
-		s.inflight.Release()
+		s.serveHolding(ctx, tctx, serve)
 	}
 	if span.IsRecording() {
 		route := "other"
