@@ -52,6 +52,7 @@ func main() {
 	pools := flag.String("pool", "1,4,8", "ants pool sizes (each writer's -writer-pool) to try, comma separated")
 	partitions := flag.Int("partitions", 12, "partitions of the orders topic")
 	linger := flag.Duration("linger", 0, "producer linger")
+	batchBytes := flag.Int("batch-bytes", 1<<20, "producer: largest batch per partition, bytes")
 	preload := flag.Bool("preload", false, "produce every order first, then start the writers: orders/s is the writers' alone (a backlog draining)")
 	kafka := flag.String("kafka", "", "Kafka brokers; empty runs kfake in process")
 	redisAddr := flag.String("redis", "127.0.0.1:6379", "Redis")
@@ -66,7 +67,7 @@ func main() {
 	fmt.Fprintln(tw, "batch\tpool\torders/s\tproduce p50\tp99\tp99.9\tmax lag\tdrain after last ack\trows\t")
 	for _, b := range ints(*batches) {
 		for _, p := range ints(*pools) {
-			r := run(rc, *redisAddr, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger, *preload)
+			r := run(rc, *redisAddr, *dsn, *kafka, *orders, *producers, *writers, b, p, int32(*partitions), *linger, int32(*batchBytes), *preload)
 			fmt.Fprintf(tw, "%d\t%d\t%.0f\t%v\t%v\t%v\t%d\t%v\t%d\t\n", b, p, r.rate, r.p50, r.p99, r.p999, r.maxLag,
 				r.drain.Round(time.Millisecond), r.rows)
 			fmt.Fprintf(os.Stderr, "batch %d pool %d: %.0f orders/s\n", b, p, r.rate)
@@ -83,7 +84,7 @@ type result struct {
 	rows           int64
 }
 
-func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration, preload bool) result {
+func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, writers, batch, pool int, partitions int32, linger time.Duration, batchBytes int32, preload bool) result {
 	ctx := context.Background()
 	// A fresh broker, topic, keys and database for each run; the writers
 	// configured as the command would configure them.
@@ -99,7 +100,7 @@ func run(rc rueidis.Client, redisAddr, baseDSN, brokers string, n, producers, wr
 	}
 	cfg.Kafka.Topic = fmt.Sprintf("bench.%d", rand.Uint32())
 	cfg.Kafka.Group = "bench-" + cfg.Kafka.Topic
-	cfg.Kafka.Partitions, cfg.Kafka.Linger = partitions, linger
+	cfg.Kafka.Partitions, cfg.Kafka.Linger, cfg.Kafka.BatchBytes = partitions, linger, batchBytes
 	cfg.Writer.MaxBatch, cfg.MySQL.Workers = batch, pool
 	cfg.Redis.Prefix = fmt.Sprintf("bench-%d", rand.Uint32())
 	check(orderlog.EnsureTopics(ctx, cfg.Kafka))
