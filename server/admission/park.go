@@ -3,6 +3,7 @@ package admission
 import (
 	"context"
 	"sync"
+	"time"
 
 	"github.com/flashsale/flashsale/engine"
 )
@@ -38,12 +39,38 @@ func (f *Inflight) Held(parent context.Context) *Slot {
 	return s
 }
 
-// Value answers Park's key with the slot itself.
+// Value answers Park's key with the slot itself. A slot that ended (a
+// dependency that kept the context past the request) has no values.
 func (s *Slot) Value(key any) any {
-	if key == (parkKey{}) {
+	switch {
+	case s.Context == nil:
+		return nil
+	case key == (parkKey{}):
 		return s
 	}
 	return s.Context.Value(key)
+}
+
+// Deadline, Done and Err are the parent's; an ended slot has none.
+func (s *Slot) Deadline() (time.Time, bool) {
+	if s.Context == nil {
+		return time.Time{}, false
+	}
+	return s.Context.Deadline()
+}
+
+func (s *Slot) Done() <-chan struct{} {
+	if s.Context == nil {
+		return nil
+	}
+	return s.Context.Done()
+}
+
+func (s *Slot) Err() error {
+	if s.Context == nil {
+		return nil
+	}
+	return s.Context.Err()
 }
 
 // End releases the slot unless it was parked, and recycles it.
