@@ -204,6 +204,11 @@ func TestStaleRequestsAreShed(t *testing.T) {
 	if !strings.Contains(m, `flashsale_admission_decisions_total{decision="shed",limit="queue_time"} 1`) {
 		t.Fatal("metrics lack the stale refusal")
 	}
+	// The believable stamps of the proxy's API requests: the stale one and
+	// the fresh one (not the hour-old one, "soon", or the health check's).
+	if !strings.Contains(m, "flashsale_request_queue_seconds_count 2") {
+		t.Fatal("metrics lack the queue times observed")
+	}
 }
 
 func TestConcurrentAdmissionKeepsTheBound(t *testing.T) {

@@ -126,6 +126,7 @@ type edgeMetrics struct {
 	redeemed     *prometheus.CounterVec // redemption answers by outcome
 	durations    *prometheus.HistogramVec
 	decided      [3]prometheus.Observer // by decidedWon, decidedReplayed, decidedRefused
+	queueTime    prometheus.Histogram   // from trusted proxies' X-Request-Start
 
 	stockTotal, stockLeft, sold, pending, auditDifference, idemEntries, inflight, clients *prometheus.Desc
 }
@@ -174,6 +175,11 @@ func newEdgeMetrics(s *Server) *edgeMetrics {
 		string(engine.CodeRequestInProgress), string(engine.CodeUnavailable)} {
 		m.redeemed.WithLabelValues(o) // every outcome exported from the start, at 0
 	}
+	m.queueTime = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "flashsale_request_queue_seconds",
+		Help:    "Time from a trusted proxy's X-Request-Start to admission: the wait in front of the handlers (-max-queue-time refuses past it). With the server idle its low end is the proxy's clock offset.",
+		Buckets: prometheus.ExponentialBuckets(1e-4, 2, 15), // 0.1 ms .. 1.6 s
+	})
 	m.durations = prometheus.NewHistogramVec(prometheus.HistogramOpts{
 		Name:    "flashsale_purchase_decision_seconds",
 		Help:    "Time the engine took to answer a purchase, by result: won (the order durable), replayed, refused (sold out, over the limit, 503...): winners and losers apart.",
@@ -211,6 +217,7 @@ func (m *edgeMetrics) Describe(ch chan<- *prometheus.Desc) {
 	m.decisions.Describe(ch)
 	m.redeemed.Describe(ch)
 	m.durations.Describe(ch)
+	m.queueTime.Describe(ch)
 	for _, d := range []*prometheus.Desc{m.stockTotal, m.stockLeft, m.sold, m.pending, m.auditDifference, m.idemEntries, m.inflight, m.clients} {
 		ch <- d
 	}
@@ -221,6 +228,7 @@ func (m *edgeMetrics) Collect(ch chan<- prometheus.Metric) {
 	m.decisions.Collect(ch)
 	m.redeemed.Collect(ch)
 	m.durations.Collect(ch)
+	m.queueTime.Collect(ch)
 	ch <- prometheus.MustNewConstMetric(m.inflight, prometheus.GaugeValue, float64(m.s.inflight.InUse()))
 	ch <- prometheus.MustNewConstMetric(m.clients, prometheus.GaugeValue, float64(m.s.limits.Clients()))
 	for _, v := range m.s.eng.Items() {

@@ -76,10 +76,10 @@ const slotKey = "flashsale.slot"
 // (admission.Park); parent is the context of its engine and store calls.
 func (s *Server) serveHolding(ctx *fasthttp.RequestCtx, parent context.Context, serve fasthttp.RequestHandler) {
 	slot := s.inflight.Held(parent)
+	defer slot.End()
 	ctx.SetUserValue(slotKey, slot)
+	defer ctx.SetUserValue(slotKey, nil)
 	serve(ctx)
-	ctx.SetUserValue(slotKey, nil)
-	slot.End()
 }
 
 // purchaseContext is the context a purchase runs in: its in-flight slot
@@ -99,7 +99,7 @@ var apiPrefix = []byte("/api/")
 // the caller must release the in-flight slot.
 func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
 	now := time.Now()
-	if s.opts.MaxQueueTime > 0 && s.stale(ctx, now) {
+	if s.stale(ctx, now) {
 		s.metrics.stale.Inc()
 		writeError(ctx, engine.CodeUnavailable, "the request waited too long before the server got to it (over -max-queue-time); retry shortly")
 		s.routes.other.count(fasthttp.StatusServiceUnavailable)
@@ -122,14 +122,19 @@ func (s *Server) admit(ctx *fasthttp.RequestCtx) bool {
 // stale reports a request whose trusted proxy stamped it (X-Request-Start)
 // longer than MaxQueueTime ago: it has waited in the proxy's and this
 // server's queues past its budget. Without a believable stamp from a
-// trusted proxy nothing is stale.
+// trusted proxy nothing is stale. Every stamp read is observed in
+// flashsale_request_queue_seconds, budget or not.
 func (s *Server) stale(ctx *fasthttp.RequestCtx, now time.Time) bool {
 	v := ctx.Request.Header.Peek("X-Request-Start")
 	if len(v) == 0 || !s.trusted(peerAddr(ctx)) {
 		return false
 	}
 	d, ok := admission.QueueTime(v, now)
-	return ok && d > s.opts.MaxQueueTime
+	if !ok {
+		return false
+	}
+	s.metrics.queueTime.Observe(d.Seconds())
+	return s.opts.MaxQueueTime > 0 && d > s.opts.MaxQueueTime
 }
 
 // rateLimited answers 429 with the wait in Retry-After.

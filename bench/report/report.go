@@ -90,7 +90,7 @@ func Table(w io.Writer, runs []Run) {
 			if sp.SoldOutAfter > 0 {
 				sold = fmt.Sprintf("sold out %s s after the sale opened", fmt.Sprintf("%.3f", sp.SoldOutAfter.Seconds()))
 			}
-			fmt.Fprintf(w, "\n%s: %d requests arrived in the spike at %.0f/s; %s; answers to them: P50 %s ms, P99 %s ms, max %s ms; %d timed out or failed",
+			fmt.Fprintf(w, "\n%s: %d requests arrived in the spike at %.0f/s; %s; answers to them: P50 %s ms, P99 %s ms, max %s ms; %d requests of the run timed out or failed",
 				r.Name, sp.Requests, sp.Rate, sold, ms(sp.quantile(50)), ms(sp.quantile(99)), ms(time.Duration(sp.Latency.Max())*time.Microsecond), r.Result.Failures)
 		}
 		fmt.Fprintf(w, "\n%s: answers %s\n", r.Name, answers(r.Result))

@@ -10,7 +10,7 @@
 // sampled flag, or the edge's, carried in the record); a request without
 // one is traced at the ratio given, decided before any span is built
 // (Head); a writer's batch span is sampled when one of the records it
-// links to is, or else at the ratio.
+// links to is. No other span starts a trace.
 package tracing
 
 import (
@@ -113,7 +113,7 @@ func New(o Options, export sdktrace.TracerProviderOption) *Tracing {
 		attrs = append(attrs, semconv.ServiceInstanceID(o.Instance))
 	}
 	tp := sdktrace.NewTracerProvider(export,
-		sdktrace.WithSampler(sdktrace.ParentBased(linkedOr{sdktrace.TraceIDRatioBased(o.Ratio)})),
+		sdktrace.WithSampler(sdktrace.ParentBased(headOrLinked{})),
 		sdktrace.WithResource(resource.NewWithAttributes(semconv.SchemaURL, attrs...)))
 	prop := propagation.TraceContext{}
 	return &Tracing{ratio: o.Ratio, provider: tp, tracer: tp.Tracer("github.com/flashsale/flashsale"), prop: prop,
@@ -158,25 +158,25 @@ func (t *Tracing) Shutdown(ctx context.Context) error {
 	return t.provider.Shutdown(ctx)
 }
 
-// linkedOr samples a root span that Head chose, or one of whose links is
-// sampled (a writer's batch, when one of its records' traces is), else as
-// root does.
-type linkedOr struct{ root sdktrace.Sampler }
+// headOrLinked samples a root span that Head chose, or one of whose links
+// is sampled (a writer's batch, when one of its records' traces is), and no
+// other: a span with no parent that nobody chose (franz-go's publish span
+// of an untraced purchase) is not a new trace.
+type headOrLinked struct{}
 
-func (s linkedOr) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
+func (headOrLinked) ShouldSample(p sdktrace.SamplingParameters) sdktrace.SamplingResult {
 	if p.ParentContext != nil && p.ParentContext.Value(headKey{}) != nil { // Head said yes
 		return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
 	}
 	for _, l := range p.Links {
 		if l.SpanContext.IsSampled() {
-			return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample,
-				Tracestate: trace.SpanContextFromContext(p.ParentContext).TraceState()}
+			return sdktrace.SamplingResult{Decision: sdktrace.RecordAndSample}
 		}
 	}
-	return s.root.ShouldSample(p)
+	return sdktrace.SamplingResult{Decision: sdktrace.Drop}
 }
 
-func (s linkedOr) Description() string { return "LinkedOr{" + s.root.Description() + "}" }
+func (headOrLinked) Description() string { return "HeadOrLinked" }
 
 // Fail marks span as failed with err, when err is not nil.
 func Fail(span trace.Span, err error) {

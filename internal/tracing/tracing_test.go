@@ -32,8 +32,8 @@ func remote(sampled bool) trace.SpanContext {
 	return sc
 }
 
-// Sampling: a parent decides; without one a sampled link does; else the
-// ratio.
+// Sampling: a parent decides; without one Head or a sampled link does;
+// else nothing is traced.
 func TestSampling(t *testing.T) {
 	tr, _ := newTest(0)
 	sampled := func(ctx context.Context, opts ...trace.SpanStartOption) bool {
@@ -52,11 +52,16 @@ func TestSampling(t *testing.T) {
 		t.Fatal("a root span with a sampled link must be sampled")
 	}
 	if sampled(bg, trace.WithLinks(trace.Link{SpanContext: remote(false)})) {
-		t.Fatal("a root span with only unsampled links is sampled at the ratio (0)")
+		t.Fatal("a root span with only unsampled links is sampled")
 	}
+	// Even at ratio 1 a root span nobody chose (Head) is no trace: the
+	// ratio is applied once, by Head, to requests.
 	all, _ := newTest(1)
-	if _, s := all.Tracer().Start(bg, "x"); !s.SpanContext().IsSampled() {
-		t.Fatal("a root span not sampled at ratio 1")
+	if _, s := all.Tracer().Start(bg, "x"); s.SpanContext().IsSampled() {
+		t.Fatal("a root span not chosen by Head is sampled")
+	}
+	if ctx, ok := all.Head(bg); !ok || !sampled(ctx) {
+		t.Fatal("Head at ratio 1 must trace")
 	}
 	// Head: at the ratio, and a root span under its yes is sampled even
 	// where the SDK's ratio would not.
@@ -151,7 +156,8 @@ func TestOTLPHTTPExport(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	_, span := tr.Tracer().Start(context.Background(), "hello")
+	ctx, _ := tr.Head(context.Background())
+	_, span := tr.Tracer().Start(ctx, "hello")
 	span.End()
 	if err := tr.Shutdown(context.Background()); err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/twmb/franz-go/pkg/kgo"
+	"go.opentelemetry.io/otel/trace"
 
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/persist/orderlog"
@@ -105,13 +106,19 @@ func (p *Producer) Append(ctx context.Context, o *engine.Order) error {
 	if err != nil {
 		return err
 	}
-	rec := &kgo.Record{Topic: p.topic, Key: []byte(o.UserID), Value: val, Timestamp: o.CreatedAt, Context: ctx,
+	rec := &kgo.Record{Topic: p.topic, Key: []byte(o.UserID), Value: val, Timestamp: o.CreatedAt,
 		Headers: []kgo.RecordHeader{{Key: "order_id", Value: strconv.AppendUint(nil, o.ID, 10)}}}
 	if o.RequestID != "" {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: "request_id", Value: []byte(o.RequestID)})
 	}
 	if p.o.Generation != nil {
 		rec.Headers = append(rec.Headers, kgo.RecordHeader{Key: orderlog.GenerationHeader, Value: []byte(p.o.Generation())})
+	}
+	// The record may outlive the request (franz-go keeps it past a timeout),
+	// so it never holds the request's context (a pooled admission.Slot):
+	// only its span, when there is one, for the publish span's parent.
+	if span := trace.SpanFromContext(ctx); span.SpanContext().IsValid() {
+		rec.Context = trace.ContextWithSpan(context.Background(), span)
 	}
 	start := time.Now()
 	pctx, cancel := context.WithTimeout(context.Background(), p.timeout)

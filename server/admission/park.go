@@ -21,7 +21,8 @@ import (
 // Slot is a request's in-flight slot, and the context its purchase runs in
 // (parent's values, and Park's hook). It is pooled: the request's goroutine
 // gets it from Held and gives it back with End, and nothing may keep it
-// after that.
+// after that: a dependency that keeps a context past the call (a Kafka
+// record) must take what it needs from it (the span), not the Slot.
 type Slot struct {
 	context.Context
 	f    *Inflight
