@@ -34,13 +34,19 @@ type keyedBucket struct {
 var seed = maphash.MakeSeed()
 
 // NewKeyed returns buckets of rate per second and burst, for at most
-// maxKeys keys (0: DefaultMaxIPs), each forgotten after idle.
+// maxKeys keys (0: DefaultMaxIPs), each forgotten after idle. The keys are
+// spread over shards by a hash with a random seed, each holding at least
+// minPerShard: with fewer, two clients that land in the same shard would
+// forget each other at once (a small bound is raised to 256 in all).
 func NewKeyed[K comparable](rate, burst float64, maxKeys int, idle time.Duration) *Keyed[K] {
 	if maxKeys <= 0 {
 		maxKeys = DefaultMaxIPs
 	}
-	return &Keyed[K]{rate: rate, burst: burst, max: max(1, maxKeys/keyedShards), idle: idle}
+	return &Keyed[K]{rate: rate, burst: burst, max: max(minPerShard, maxKeys/keyedShards), idle: idle}
 }
+
+// minPerShard is the least keys a shard holds before it forgets one.
+const minPerShard = 4
 
 // Get returns key's bucket, made when new. A string key may alias a
 // request buffer: it is copied when stored.
