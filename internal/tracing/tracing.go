@@ -16,12 +16,15 @@ package tracing
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/url"
+	"sync"
 	"time"
 
 	"github.com/twmb/franz-go/pkg/kgo"
 	"github.com/twmb/franz-go/plugin/kotel"
+	"go.opentelemetry.io/otel"
 	"go.opentelemetry.io/otel/attribute"
 	"go.opentelemetry.io/otel/codes"
 	"go.opentelemetry.io/otel/exporters/otlp/otlptrace"
@@ -91,7 +94,27 @@ func Start(o Options) (*Tracing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tracing: %w", err)
 	}
+	otel.SetErrorHandler(&exportErrors{})
 	return New(o, sdktrace.WithBatcher(exp)), nil
+}
+
+// exportErrors logs the SDK's errors (a receiver down: every batch fails)
+// at most once a minute, with how many came since the last line.
+type exportErrors struct {
+	mu     sync.Mutex
+	last   time.Time
+	missed int
+}
+
+func (e *exportErrors) Handle(err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if now := time.Now(); now.Sub(e.last) >= time.Minute {
+		slog.Warn("tracing: spans dropped (the OTLP receiver?)", "err", err, "errors_since_last_line", e.missed)
+		e.last, e.missed = now, 0
+		return
+	}
+	e.missed++
 }
 
 // joinPath is base with path appended, unless base names a path already.
