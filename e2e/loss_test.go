@@ -119,7 +119,7 @@ func redisLoses(t *testing.T, how string) {
 	default:
 		redis.Process.Kill()
 		redis.Wait()
-		redis = ownRedis(t, port, persist...)
+		ownRedis(t, port, persist...) // killed with the test
 	}
 	before := sold.Load()
 	if how == "restart-empty" { // and an edge dies meanwhile: it starts again on the lost ledger

@@ -58,7 +58,7 @@ var _ engine.StandingSink = (*Producer)(nil)
 
 // Stands drops o's tombstone: its produce failed for this producer, yet a
 // writer stored it (engine.StandingSink), and its buyer got a 201.
-func (p *Producer) Stands(ctx context.Context, o *engine.Order) error {
+func (p *Producer) Stands(_ context.Context, o *engine.Order) error {
 	if p.o.Tombstones == nil {
 		return nil
 	}

@@ -36,7 +36,8 @@ func (l *waitLedger) Lease(context.Context, string, int64) (int64, int64, error)
 // it back twice.
 func TestParkGivesTheSlotBackOnce(t *testing.T) {
 	f := NewInflight(2, 0)
-	if !f.Acquire() || !f.Acquire() {
+	first, second := f.Acquire(), f.Acquire()
+	if !first || !second {
 		t.Fatal("acquire")
 	}
 	slot := f.Held(context.Background())
