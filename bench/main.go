@@ -160,7 +160,7 @@ func (b *bench) config(rate float64, requests int, dur time.Duration) loadgen.Co
 		length = time.Duration(float64(requests) / rate * float64(time.Second))
 	}
 	return loadgen.Config{Target: b.target, Conns: *conns, Rate: rate, Requests: requests, Duration: dur,
-		Warmup: min(*warmup, length/10), Timeout: *timeout, Progress: b.progress}
+		Warmup: min(*warmup, length/10), Timeout: *timeout, Progress: b.progress, WarmPath: "/healthz"}
 }
 
 func (b *bench) scenario(name string) ([]report.Run, error) {

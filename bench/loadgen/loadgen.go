@@ -57,6 +57,11 @@ type Config struct {
 	// reached it (the server's -max-queue-time reads it from trusted
 	// proxies).
 	StampStart bool
+	// WarmPath, when set, is fetched once on every connection before the
+	// run starts (not recorded): the connections are open when the load
+	// begins, as a proxy's keep-alive connections are, instead of being
+	// dialled by the first requests of a rush.
+	WarmPath string
 }
 
 // Result is what a run measured, warm-up excluded.
@@ -160,9 +165,16 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	collected := make(chan struct{})
 	go g.collect(collected)
 
+	clients := make([]*fasthttp.HostClient, cfg.Conns)
+	for i := range clients {
+		clients[i] = g.client(hosts[i%len(hosts)]) // connections spread over the targets
+	}
+	if cfg.WarmPath != "" {
+		warm(clients, cfg.WarmPath)
+	}
 	var ru0 syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru0)
-	g.start = time.Now().Add(10 * time.Millisecond) // let the workers connect first
+	g.start = time.Now().Add(10 * time.Millisecond) // let the workers start first
 	g.pace = pacer{start: g.start, rate: cfg.Rate}
 	if cfg.SpikeRequests > 0 && cfg.SpikeRate > 0 {
 		g.pace.spikeRate, g.pace.spikeN = cfg.SpikeRate, cfg.SpikeRequests
@@ -177,8 +189,7 @@ func Run(cfg Config, w Workload) (*Result, error) {
 	work := make(chan int, cfg.Conns)
 	for i := range recs {
 		recs[i] = newRecorder(g.out, free)
-		host := hosts[i%len(hosts)] // connections spread over the targets
-		wg.Go(func() { g.worker(host, recs[i], work) })
+		wg.Go(func() { g.worker(clients[i], recs[i], work) })
 	}
 	stopProgress := g.progress()
 	if cfg.Rate > 0 {
@@ -273,9 +284,9 @@ type secondAgg struct {
 	n, errors int64
 }
 
-// worker owns one connection, request and response for the whole run.
-func (g *run) worker(host string, rec *recorder, work <-chan int) {
-	c := &fasthttp.HostClient{
+// client is one connection to host.
+func (g *run) client(host string) *fasthttp.HostClient {
+	return &fasthttp.HostClient{
 		Addr:                      host,
 		MaxConns:                  1,
 		ReadTimeout:               g.cfg.Timeout,
@@ -284,6 +295,30 @@ func (g *run) worker(host string, rec *recorder, work <-chan int) {
 		MaxIdemponentCallAttempts: 1, // never resend: counts must be what was sent
 		NoDefaultUserAgentHeader:  true,
 	}
+}
+
+// warm fetches path once on every connection, 64 at a time, so that each
+// is open before the run.
+func warm(clients []*fasthttp.HostClient, path string) {
+	sem := make(chan struct{}, 64)
+	var wg sync.WaitGroup
+	for _, c := range clients {
+		sem <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-sem }()
+			req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseRequest(req)
+			defer fasthttp.ReleaseResponse(resp)
+			req.SetRequestURI("http://" + c.Addr + path)
+			c.Do(req, resp) // a failure shows in the run itself
+		})
+	}
+	wg.Wait()
+}
+
+// worker owns one connection, request and response for the whole run.
+func (g *run) worker(c *fasthttp.HostClient, rec *recorder, work <-chan int) {
+	host := c.Addr
 	defer c.CloseIdleConnections()
 	req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseRequest(req)

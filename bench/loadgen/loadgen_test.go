@@ -92,12 +92,23 @@ func TestCodeIndex(t *testing.T) {
 }
 
 // testServer answers GET / with 200 and POST with a sold-out error.
+// warmed counts the requests to /warm, and newConns the connections any
+// request came on first.
+var warmed, newConns atomic.Int64
+
 func testServer(t *testing.T) string {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	s := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if ctx.ConnRequestNum() == 1 {
+			newConns.Add(1)
+		}
+		if string(ctx.Path()) == "/warm" {
+			warmed.Add(1)
+			return
+		}
 		if ctx.IsPost() {
 			ctx.SetStatusCode(409)
 			ctx.SetBodyString(`{"error":{"code":"sold_out","message":"gone"}}`)
@@ -161,6 +172,23 @@ func TestRunOpenLoop(t *testing.T) {
 	}
 	if inTimeline != res.Requests || res.Throughput <= 0 || res.GeneratorCPU <= 0 {
 		t.Fatalf("timeline %d of %d, throughput %v, cpu %v", inTimeline, res.Requests, res.Throughput, res.GeneratorCPU)
+	}
+}
+
+// WarmPath opens every connection before the run, on a request of its own
+// that is neither sent by the workload nor recorded.
+func TestWarmConnections(t *testing.T) {
+	target := testServer(t)
+	warmed.Store(0)
+	newConns.Store(0)
+	w := &countingWorkload{}
+	res, err := Run(Config{Target: target, Conns: 8, Rate: 2000, Requests: 200, WarmPath: "/warm"}, w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Eight connections in all: the run's requests went on the warm ones.
+	if warmed.Load() != 8 || newConns.Load() != 8 || w.filled.Load() != 200 || res.Requests != 200 {
+		t.Fatalf("warmed %d; %d connections in all; workload %d, recorded %d", warmed.Load(), newConns.Load(), w.filled.Load(), res.Requests)
 	}
 }
 
