@@ -177,10 +177,7 @@ func NewSink(name string, inner engine.OrderSink, o Options) *Sink {
 // (engine.StandingSink), that o stands after all; it is never refused by
 // the breaker (it undoes a refusal).
 func (s *Sink) Stands(ctx context.Context, o *engine.Order) error {
-	if st, ok := s.inner.(engine.StandingSink); ok {
-		return st.Stands(ctx, o)
-	}
-	return nil
+	return engine.Stands(ctx, s.inner, o)
 }
 
 // Append passes o to the sink unless the circuit is open.

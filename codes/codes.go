@@ -287,6 +287,23 @@ type Batch struct {
 	Expires    time.Time
 }
 
+// BatchColumns are the columns a store keeps a batch in, in the order
+// ScanBatch reads them (expires_at: Unix seconds, NULL for no expiry).
+const BatchColumns = "number, name, key_id, count, value_cents, expires_at"
+
+// ScanBatch reads a batch from a database row of BatchColumns.
+func ScanBatch(row interface{ Scan(...any) error }) (Batch, error) {
+	var b Batch
+	var expires *int64 // NULL: no expiry
+	if err := row.Scan(&b.Number, &b.Name, &b.Key, &b.Count, &b.ValueCents, &expires); err != nil {
+		return b, err
+	}
+	if expires != nil {
+		b.Expires = time.Unix(*expires, 0).UTC()
+	}
+	return b, nil
+}
+
 // MaxCount bounds the codes of one batch made at once.
 const MaxCount = 100_000
 

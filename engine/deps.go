@@ -90,6 +90,15 @@ type StandingSink interface {
 	Stands(ctx context.Context, o *Order) error
 }
 
+// Stands tells s that o stands after all, when s keeps a record of failed
+// orders (StandingSink); a wrapper of a sink passes it on with this.
+func Stands(ctx context.Context, s OrderSink, o *Order) error {
+	if st, ok := s.(StandingSink); ok {
+		return st.Stands(ctx, o)
+	}
+	return nil
+}
+
 // Catalog keeps the item definitions: the embedded store, or Redis in
 // cluster mode, where every node changes the same catalogue.
 type Catalog interface {

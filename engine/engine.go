@@ -531,9 +531,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		}
 		// The record landed after all and a writer stored it: it stands,
 		// and the sink forgets that it failed.
-		if s, ok := e.sink.(StandingSink); ok {
-			s.Stands(ctx, o)
-		}
+		Stands(ctx, e.sink, o)
 	}
 	it.sold.Add(q)
 	it.pending.Add(-q)

@@ -100,8 +100,5 @@ func (s *sink) Append(ctx context.Context, o *engine.Order) error {
 }
 
 func (s *sink) Stands(ctx context.Context, o *engine.Order) error {
-	if st, ok := s.inner.(engine.StandingSink); ok {
-		return st.Stands(ctx, o)
-	}
-	return nil
+	return engine.Stands(ctx, s.inner, o)
 }

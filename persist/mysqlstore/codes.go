@@ -53,7 +53,7 @@ func (s *Store) CreateBatch(ctx context.Context, b codes.Batch) (codes.Batch, bo
 		return b, false, fmt.Errorf("mysqlstore: cannot record batch %q: %w", b.Name, err)
 	}
 	created, _ := res.RowsAffected()
-	got, err := scanBatch(s.db.QueryRowContext(ctx, selectBatch+` WHERE name = ?`, b.Name))
+	got, err := codes.ScanBatch(s.db.QueryRowContext(ctx, selectBatch+` WHERE name = ?`, b.Name))
 	if err != nil {
 		return b, false, fmt.Errorf("mysqlstore: cannot read batch %q: %w", b.Name, err)
 	}
@@ -63,19 +63,7 @@ func (s *Store) CreateBatch(ctx context.Context, b codes.Batch) (codes.Batch, bo
 	return got, created == 1, nil
 }
 
-const selectBatch = `SELECT number, name, key_id, count, value_cents, expires_at FROM flashsale_code_batches`
-
-func scanBatch(sc interface{ Scan(...any) error }) (codes.Batch, error) {
-	var b codes.Batch
-	var expires sql.NullInt64
-	if err := sc.Scan(&b.Number, &b.Name, &b.Key, &b.Count, &b.ValueCents, &expires); err != nil {
-		return b, err
-	}
-	if expires.Valid {
-		b.Expires = time.Unix(expires.Int64, 0).UTC()
-	}
-	return b, nil
-}
+const selectBatch = `SELECT ` + codes.BatchColumns + ` FROM flashsale_code_batches`
 
 // Batches reads every batch, by number.
 func (s *Store) Batches(ctx context.Context) ([]codes.Batch, error) {
@@ -86,7 +74,7 @@ func (s *Store) Batches(ctx context.Context) ([]codes.Batch, error) {
 	defer rows.Close()
 	var out []codes.Batch
 	for rows.Next() {
-		b, err := scanBatch(rows)
+		b, err := codes.ScanBatch(rows)
 		if err != nil {
 			return nil, fmt.Errorf("mysqlstore: cannot read the batches: %w", err)
 		}
@@ -98,7 +86,7 @@ func (s *Store) Batches(ctx context.Context) ([]codes.Batch, error) {
 // FindBatch reads batch number n (codes.BatchFinder): a genuine code of a
 // batch another node created since this one started.
 func (s *Store) FindBatch(ctx context.Context, n uint32) (codes.Batch, bool, error) {
-	b, err := scanBatch(s.db.QueryRowContext(ctx, selectBatch+` WHERE number = ?`, n))
+	b, err := codes.ScanBatch(s.db.QueryRowContext(ctx, selectBatch+` WHERE number = ?`, n))
 	switch {
 	case errors.Is(err, sql.ErrNoRows):
 		return b, false, nil

@@ -229,20 +229,11 @@ const lockTTL = 15 * time.Second
 // when the lock was lost (Redis lost it too, or the rebuilder stalled past
 // its TTL): another may be rebuilding.
 func keepLock(ctx context.Context, stop context.CancelCauseFunc, l LedgerStore, token string) {
-	t := time.NewTicker(lockTTL / 3)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		ok, err := l.Lock(ctx, token, lockTTL)
-		if err == nil && !ok {
+	every(ctx, lockTTL/3, func() { // stop ends ctx, and so this
+		if ok, err := l.Lock(ctx, token, lockTTL); err == nil && !ok {
 			stop(ErrRebuilding)
-			return
 		}
-	}
+	})
 }
 
 // waitForWriters waits until the writers' committed offsets pass the

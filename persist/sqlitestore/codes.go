@@ -24,7 +24,7 @@ func (s *Store) CreateBatch(ctx context.Context, b codes.Batch) (codes.Batch, bo
 		return b, false, err
 	}
 	defer tx.Rollback()
-	if got, err := scanBatch(tx.QueryRowContext(ctx, selectBatch+` WHERE name = ?`, b.Name)); err == nil {
+	if got, err := codes.ScanBatch(tx.QueryRowContext(ctx, selectBatch+` WHERE name = ?`, b.Name)); err == nil {
 		return got, false, nil
 	} else if !errors.Is(err, sql.ErrNoRows) {
 		return b, false, err
@@ -47,25 +47,13 @@ func (s *Store) CreateBatch(ctx context.Context, b codes.Batch) (codes.Batch, bo
 	return b, true, tx.Commit()
 }
 
-const selectBatch = `SELECT number, name, key_id, count, value_cents, expires_at FROM code_batches`
-
-func scanBatch(sc scanner) (codes.Batch, error) {
-	var b codes.Batch
-	var expires sql.NullInt64
-	if err := sc.Scan(&b.Number, &b.Name, &b.Key, &b.Count, &b.ValueCents, &expires); err != nil {
-		return b, err
-	}
-	if expires.Valid {
-		b.Expires = time.Unix(expires.Int64, 0).UTC()
-	}
-	return b, nil
-}
+const selectBatch = `SELECT ` + codes.BatchColumns + ` FROM code_batches`
 
 // Batches reads every batch, by number.
 func (s *Store) Batches(ctx context.Context) ([]codes.Batch, error) {
 	var out []codes.Batch
 	err := s.query(ctx, selectBatch+` ORDER BY number`, nil, func(rows *sql.Rows) error {
-		b, err := scanBatch(rows)
+		b, err := codes.ScanBatch(rows)
 		out = append(out, b)
 		return err
 	})

@@ -106,10 +106,7 @@ func (p parking) Append(ctx context.Context, o *engine.Order) error {
 }
 
 func (p parking) Stands(ctx context.Context, o *engine.Order) error {
-	if st, ok := p.inner.(engine.StandingSink); ok {
-		return st.Stands(ctx, o)
-	}
-	return nil
+	return engine.Stands(ctx, p.inner, o)
 }
 
 // ParkingLedger is l with Park before each call a purchase waits on (claim,
