@@ -1,0 +1,415 @@
+// Package seglog is an append-only log of checksummed records in segment
+// files, made for group commit: one goroutine gathers a batch of records,
+// writes them with one write and makes them durable with one fdatasync.
+//
+// A record is framed as [length uint32][CRC-32C of the payload uint32]
+// [payload], little-endian. Segments are files named by a sequence number
+// (00000001.log, ...) in one directory, rolled when one has grown past
+// Options.SegmentBytes; a file only ever grows, so its size is what
+// fdatasync commits with the data.
+//
+// Recovery: Open reads every segment in order. A torn write can only be at
+// the end of the last segment (a crash in the middle of an append), so the
+// last segment is cut at its first record that is short or fails its
+// checksum, and the cut is made durable before anything is appended. The
+// same in any earlier segment is damage, not a crash, and Open refuses it.
+//
+// A failed append leaves nothing behind: the file is cut back to where the
+// batch began and that is synced, so the failed records can never come back
+// at the next start. When even that fails the log is broken: every later
+// append fails (the process must be restarted, and recovery decides).
+//
+// The log keeps no index: its user reads each record once at Open and keeps
+// what it needs (a record's Pos reads it back).
+package seglog
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+)
+
+// DefaultSegmentBytes is the size past which a segment is closed and the
+// next one begun.
+const DefaultSegmentBytes = 64 << 20
+
+// MaxRecord is the largest payload a record may carry.
+const MaxRecord = 1 << 20
+
+const headerLen = 8
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Options configures a Log.
+type Options struct {
+	// Dir holds the segments; created if missing.
+	Dir string
+	// SegmentBytes is the size past which the next batch begins a new
+	// segment. Default DefaultSegmentBytes.
+	SegmentBytes int64
+	// Fault, when set, is asked before each write, sync and truncation of
+	// a segment ("write", "sync", "truncate") and an error it returns is
+	// taken for the system's: for tests of a disk that refuses.
+	Fault func(op string) error
+}
+
+// Pos is where a record is: its segment's number and its offset in it.
+type Pos uint64
+
+func makePos(seg uint32, off int64) Pos { return Pos(uint64(seg)<<32 | uint64(off)) }
+
+// Segment is the number of the segment the record is in.
+func (p Pos) Segment() uint32 { return uint32(p >> 32) }
+
+// Offset is where the record's frame starts in its segment.
+func (p Pos) Offset() int64 { return int64(uint32(p)) }
+
+// Log is an open log. Begin, Add and Commit are for one goroutine at a time
+// (the writer); Read and Scan may run beside it from any goroutine.
+type Log struct {
+	opts Options
+
+	mu      sync.RWMutex
+	segs    map[uint32]*os.File // every segment, open for reading; the last also for writing
+	last    uint32              // the segment being appended to
+	end     int64               // its committed size
+	broken  error               // set when a failed append could not be undone
+	cut     int64               // bytes cut off a torn tail at Open
+	batch   []byte              // the writer's: records framed since Begin
+	bseg    uint32              // the segment the batch goes to
+	boff    int64               // and where in it
+	pending bool                // Begin called, Commit not yet
+}
+
+// ErrBroken is wrapped by every append after one that could not be undone.
+var ErrBroken = errors.New("seglog: the log is broken (a failed append could not be undone); restart to recover")
+
+// Open opens the log in opts.Dir, creating it if missing, and calls replay
+// with every record in order (rec, never empty, must not be kept: it is
+// reused).
+// An error from replay stops Open with it.
+func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
+	if opts.SegmentBytes <= 0 {
+		opts.SegmentBytes = DefaultSegmentBytes
+	}
+	if opts.SegmentBytes > 1<<31 {
+		return nil, fmt.Errorf("seglog: a segment of %d bytes is too big (at most 2 GiB)", opts.SegmentBytes)
+	}
+	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+		return nil, fmt.Errorf("cannot create the log directory %q: %w", opts.Dir, err)
+	}
+	nums, err := segments(opts.Dir)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{opts: opts, segs: make(map[uint32]*os.File, len(nums)+1)}
+	for i, n := range nums {
+		f, err := os.OpenFile(l.path(n), os.O_RDWR, 0)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("cannot open log segment: %w", err)
+		}
+		l.segs[n] = f
+		data, err := io.ReadAll(f)
+		if err != nil {
+			l.Close()
+			return nil, fmt.Errorf("cannot read log segment %s: %w", f.Name(), err)
+		}
+		good, err := scan(data, func(off int64, rec []byte) error { return replay(makePos(n, off), rec) })
+		if err != nil {
+			l.Close()
+			return nil, err
+		}
+		if good < int64(len(data)) {
+			if i < len(nums)-1 {
+				l.Close()
+				return nil, fmt.Errorf("seglog: segment %s is damaged at offset %d of %d (not its tail: a later segment exists); refusing to start", f.Name(), good, len(data))
+			}
+			l.cut = int64(len(data)) - good
+			if err := l.truncate(f, good); err != nil {
+				l.Close()
+				return nil, fmt.Errorf("cannot cut the torn tail of log segment %s: %w", f.Name(), err)
+			}
+		}
+		l.last, l.end = n, good
+	}
+	if len(nums) == 0 {
+		if err := l.roll(1); err != nil {
+			l.Close()
+			return nil, err
+		}
+	}
+	return l, nil
+}
+
+// segments lists the numbers of the segment files in dir, in order.
+func segments(dir string) ([]uint32, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("cannot list the log directory %q: %w", dir, err)
+	}
+	var nums []uint32
+	for _, e := range entries {
+		name, ok := strings.CutSuffix(e.Name(), ".log")
+		if !ok || e.IsDir() {
+			continue
+		}
+		n, err := strconv.ParseUint(name, 10, 32)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("seglog: %q in %s is not a segment's name", e.Name(), dir)
+		}
+		nums = append(nums, uint32(n))
+	}
+	slices.Sort(nums)
+	return nums, nil
+}
+
+func (l *Log) path(n uint32) string { return filepath.Join(l.opts.Dir, fmt.Sprintf("%08d.log", n)) }
+
+// scan calls fn with each whole, intact record of data and returns where
+// the intact records end.
+func scan(data []byte, fn func(off int64, rec []byte) error) (int64, error) {
+	var off int64
+	for {
+		rec, ok := frame(data[off:])
+		if !ok {
+			return off, nil
+		}
+		if err := fn(off, rec); err != nil {
+			return off, err
+		}
+		off += headerLen + int64(len(rec))
+	}
+}
+
+// frame returns the payload of the record b begins with, when it is whole
+// and intact. A record is never empty: zeros, which a crash can leave
+// where the file's size reached the disk before its data, would read as
+// empty records with a good checksum.
+func frame(b []byte) ([]byte, bool) {
+	if len(b) < headerLen {
+		return nil, false
+	}
+	n := binary.LittleEndian.Uint32(b)
+	if n == 0 || n > MaxRecord || uint64(len(b)-headerLen) < uint64(n) {
+		return nil, false
+	}
+	rec := b[headerLen : headerLen+int(n)]
+	return rec, crc32.Checksum(rec, castagnoli) == binary.LittleEndian.Uint32(b[4:])
+}
+
+// Cut is how many bytes of a torn tail Open cut off the last segment.
+func (l *Log) Cut() int64 { return l.cut }
+
+// Begin starts a batch. The batch goes to a new segment when the current
+// one has grown past Options.SegmentBytes.
+func (l *Log) Begin() error {
+	l.mu.RLock()
+	broken, end, last := l.broken, l.end, l.last
+	l.mu.RUnlock()
+	if broken != nil {
+		return broken
+	}
+	if end >= l.opts.SegmentBytes {
+		if err := l.roll(last + 1); err != nil {
+			return err
+		}
+		end, last = 0, last+1
+	}
+	l.batch, l.bseg, l.boff, l.pending = l.batch[:0], last, end, true
+	return nil
+}
+
+// Add frames rec into the batch (copying it) and says where it will be.
+// A record holds 1 to MaxRecord bytes.
+func (l *Log) Add(rec []byte) Pos {
+	if !l.pending {
+		panic("seglog: Add without Begin")
+	}
+	if len(rec) == 0 || len(rec) > MaxRecord {
+		panic(fmt.Sprintf("seglog: a record of %d bytes (1 to %d)", len(rec), MaxRecord))
+	}
+	pos := makePos(l.bseg, l.boff+int64(len(l.batch)))
+	l.batch = binary.LittleEndian.AppendUint32(l.batch, uint32(len(rec)))
+	l.batch = binary.LittleEndian.AppendUint32(l.batch, crc32.Checksum(rec, castagnoli))
+	l.batch = append(l.batch, rec...)
+	return pos
+}
+
+// Commit writes the batch and syncs it: nil means every record Added since
+// Begin is durable. On error none of them is stored.
+func (l *Log) Commit() error {
+	l.pending = false
+	if len(l.batch) == 0 {
+		return nil
+	}
+	l.mu.RLock()
+	f := l.segs[l.bseg]
+	l.mu.RUnlock()
+	err := l.fault("write")
+	if err == nil {
+		_, err = f.WriteAt(l.batch, l.boff)
+	}
+	if err == nil {
+		if err = l.fault("sync"); err == nil {
+			err = syscall.Fdatasync(int(f.Fd()))
+		}
+	}
+	if err != nil {
+		// After a failed write or fdatasync the pages' state is unknown:
+		// cut the file back to before the batch and make that durable,
+		// so that the records cannot come back at the next start.
+		if terr := l.truncate(f, l.boff); terr != nil {
+			l.mu.Lock()
+			l.broken = fmt.Errorf("%w: appending failed (%w) and cutting it back failed too (%w)", ErrBroken, err, terr)
+			l.mu.Unlock()
+		}
+		return fmt.Errorf("cannot append %d bytes to log segment %s: %w", len(l.batch), f.Name(), err)
+	}
+	l.mu.Lock()
+	l.end = l.boff + int64(len(l.batch))
+	l.mu.Unlock()
+	if cap(l.batch) > 4<<20 { // one huge batch must not pin its buffer
+		l.batch = nil
+	}
+	return nil
+}
+
+func (l *Log) fault(op string) error {
+	if l.opts.Fault != nil {
+		return l.opts.Fault(op)
+	}
+	return nil
+}
+
+// truncate cuts f to size and syncs it.
+func (l *Log) truncate(f *os.File, size int64) error {
+	if err := l.fault("truncate"); err != nil {
+		return err
+	}
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	return f.Sync()
+}
+
+// roll creates segment n and makes it the one appended to. The directory
+// is synced: a segment whose name was lost would lose its records.
+func (l *Log) roll(n uint32) error {
+	f, err := os.OpenFile(l.path(n), os.O_CREATE|os.O_EXCL|os.O_RDWR, 0o640)
+	if err != nil {
+		return fmt.Errorf("cannot create log segment: %w", err)
+	}
+	if err := syncDir(l.opts.Dir); err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return err
+	}
+	l.mu.Lock()
+	l.segs[n] = f
+	l.last, l.end = n, 0
+	l.mu.Unlock()
+	return nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("cannot sync the log directory: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("cannot sync the log directory %q: %w", dir, err)
+	}
+	return nil
+}
+
+// Read returns the payload of the committed record at pos, in buf when it
+// fits (buf may be nil).
+func (l *Log) Read(pos Pos, buf []byte) ([]byte, error) {
+	l.mu.RLock()
+	f := l.segs[pos.Segment()]
+	l.mu.RUnlock()
+	if f == nil {
+		return nil, fmt.Errorf("seglog: no segment %d", pos.Segment())
+	}
+	var head [headerLen]byte
+	if _, err := f.ReadAt(head[:], pos.Offset()); err != nil {
+		return nil, fmt.Errorf("cannot read a record of %s at %d: %w", f.Name(), pos.Offset(), err)
+	}
+	n := binary.LittleEndian.Uint32(head[:])
+	if n == 0 || n > MaxRecord {
+		return nil, fmt.Errorf("seglog: no record in %s at %d", f.Name(), pos.Offset())
+	}
+	buf = slices.Grow(buf[:0], int(n))[:n]
+	if _, err := f.ReadAt(buf, pos.Offset()+headerLen); err != nil {
+		return nil, fmt.Errorf("cannot read a record of %s at %d: %w", f.Name(), pos.Offset(), err)
+	}
+	if crc32.Checksum(buf, castagnoli) != binary.LittleEndian.Uint32(head[4:]) {
+		return nil, fmt.Errorf("seglog: the record in %s at %d fails its checksum", f.Name(), pos.Offset())
+	}
+	return buf, nil
+}
+
+// Scan calls fn with every committed record in order, as of the call (a
+// record committed meanwhile may or may not be seen). fn must not keep rec.
+func (l *Log) Scan(fn func(pos Pos, rec []byte) error) error {
+	l.mu.RLock()
+	last, end := l.last, l.end
+	nums := make([]uint32, 0, len(l.segs))
+	files := make(map[uint32]*os.File, len(l.segs))
+	for n, f := range l.segs {
+		nums = append(nums, n)
+		files[n] = f
+	}
+	l.mu.RUnlock()
+	slices.Sort(nums)
+	var data []byte
+	for _, n := range nums {
+		if n > last {
+			break
+		}
+		f := files[n]
+		st, err := f.Stat()
+		if err != nil {
+			return fmt.Errorf("cannot read log segment %s: %w", f.Name(), err)
+		}
+		size := st.Size()
+		if n == last {
+			size = end
+		}
+		data = slices.Grow(data[:0], int(size))[:size]
+		if _, err := f.ReadAt(data, 0); err != nil {
+			return fmt.Errorf("cannot read log segment %s: %w", f.Name(), err)
+		}
+		good, err := scan(data, func(off int64, rec []byte) error { return fn(makePos(n, off), rec) })
+		if err != nil {
+			return err
+		}
+		if good != size {
+			return fmt.Errorf("seglog: segment %s is damaged at offset %d", f.Name(), good)
+		}
+	}
+	return nil
+}
+
+// Close closes the segment files.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var errs []error
+	for _, f := range l.segs {
+		errs = append(errs, f.Close())
+	}
+	l.segs = nil
+	return errors.Join(errs...)
+}

@@ -1,0 +1,301 @@
+package seglog
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+)
+
+// collect opens the log in dir and returns it with the records replayed.
+func collect(t testing.TB, opts Options) (*Log, [][]byte, []Pos) {
+	t.Helper()
+	var recs [][]byte
+	var pos []Pos
+	l, err := Open(opts, func(p Pos, rec []byte) error {
+		recs = append(recs, bytes.Clone(rec))
+		pos = append(pos, p)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, recs, pos
+}
+
+func appendBatch(t testing.TB, l *Log, recs ...string) []Pos {
+	t.Helper()
+	if err := l.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	var pos []Pos
+	for _, r := range recs {
+		pos = append(pos, l.Add([]byte(r)))
+	}
+	if err := l.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	return pos
+}
+
+func TestAppendReadReopen(t *testing.T) {
+	opts := Options{Dir: t.TempDir(), SegmentBytes: 100}
+	l, recs, _ := collect(t, opts)
+	if len(recs) != 0 {
+		t.Fatalf("a new log replays %d records", len(recs))
+	}
+	var want []string
+	var wantPos []Pos
+	for i := range 30 {
+		batch := []string{fmt.Sprintf("record %d.a", i), fmt.Sprintf("record %d.b", i), "c"}
+		wantPos = append(wantPos, appendBatch(t, l, batch...)...)
+		want = append(want, batch...)
+	}
+	for i, p := range wantPos {
+		got, err := l.Read(p, nil)
+		if err != nil || string(got) != want[i] {
+			t.Fatalf("Read(%d:%d) = %q, %v; want %q", p.Segment(), p.Offset(), got, err, want[i])
+		}
+	}
+	var scanned []string
+	if err := l.Scan(func(_ Pos, rec []byte) error { scanned = append(scanned, string(rec)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	if fmt.Sprint(scanned) != fmt.Sprint(want) {
+		t.Fatalf("Scan gave %q", scanned)
+	}
+	if wantPos[len(wantPos)-1].Segment() < 5 {
+		t.Fatalf("100-byte segments were not rolled: the last record is in segment %d", wantPos[len(wantPos)-1].Segment())
+	}
+	l.Close()
+
+	l, recs, pos := collect(t, opts)
+	defer l.Close()
+	if len(recs) != len(want) || l.Cut() != 0 {
+		t.Fatalf("reopened with %d records (want %d), cut %d", len(recs), len(want), l.Cut())
+	}
+	for i := range recs {
+		if string(recs[i]) != want[i] || pos[i] != wantPos[i] {
+			t.Fatalf("record %d: %q at %v, want %q at %v", i, recs[i], pos[i], want[i], wantPos[i])
+		}
+	}
+	appendBatch(t, l, "after reopening")
+}
+
+// A crash in the middle of a commit leaves any prefix of the batch's bytes
+// (or zeros, where the size reached the disk before the data): recovery
+// keeps the records before the batch and the batch's whole records, cuts
+// the rest, and appends after the cut.
+func TestTornTailIsCut(t *testing.T) {
+	base := t.TempDir()
+	src := Options{Dir: filepath.Join(base, "src")}
+	l, _, _ := collect(t, src)
+	appendBatch(t, l, "first", "second")
+	appendBatch(t, l, "third", "fourth is longer")
+	l.Close()
+	seg := filepath.Join(src.Dir, "00000001.log")
+	data, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	full := []string{"first", "second", "third", "fourth is longer"}
+	ends := []int{13, 13 + 14, 13 + 14 + 13, len(data)} // where each record ends
+	for n := 0; n <= len(data); n++ {
+		for _, zeros := range []bool{false, true} {
+			dir := filepath.Join(base, fmt.Sprintf("torn-%d-%v", n, zeros))
+			os.MkdirAll(dir, 0o750)
+			torn := bytes.Clone(data[:n])
+			if zeros {
+				torn = append(torn, make([]byte, len(data)-n)...)
+			}
+			if err := os.WriteFile(filepath.Join(dir, "00000001.log"), torn, 0o640); err != nil {
+				t.Fatal(err)
+			}
+			l, recs, _ := collect(t, Options{Dir: dir})
+			whole := 0
+			for whole < len(ends) && ends[whole] <= n {
+				whole++
+			}
+			if len(recs) != whole {
+				t.Fatalf("cut at %d (zeros %v): %d records back, want %d", n, zeros, len(recs), whole)
+			}
+			for i, r := range recs {
+				if string(r) != full[i] {
+					t.Fatalf("cut at %d: record %d is %q", n, i, r)
+				}
+			}
+			good := 0
+			if whole > 0 {
+				good = ends[whole-1]
+			}
+			if l.Cut() != int64(len(torn)-good) {
+				t.Fatalf("cut at %d (zeros %v): Cut() = %d, want %d", n, zeros, l.Cut(), len(torn)-good)
+			}
+			appendBatch(t, l, "after")
+			l.Close()
+			l, recs, _ = collect(t, Options{Dir: dir})
+			if len(recs) != whole+1 || string(recs[whole]) != "after" || l.Cut() != 0 {
+				t.Fatalf("cut at %d: after appending, %d records back, cut %d", n, len(recs), l.Cut())
+			}
+			l.Close()
+		}
+	}
+}
+
+// Damage before the last segment is not a crash's torn write: Open refuses
+// it rather than lose what follows.
+func TestDamageBeforeTheTailIsRefused(t *testing.T) {
+	opts := Options{Dir: t.TempDir(), SegmentBytes: 10}
+	l, _, _ := collect(t, opts)
+	appendBatch(t, l, "in the first segment")
+	appendBatch(t, l, "in the second")
+	l.Close()
+	seg := filepath.Join(opts.Dir, "00000001.log")
+	data, _ := os.ReadFile(seg)
+	data[len(data)-1] ^= 1
+	os.WriteFile(seg, data, 0o640)
+	if _, err := Open(opts, func(Pos, []byte) error { return nil }); err == nil {
+		t.Fatal("a damaged segment before the last was accepted")
+	}
+}
+
+func TestReplayErrorStopsOpen(t *testing.T) {
+	opts := Options{Dir: t.TempDir()}
+	l, _, _ := collect(t, opts)
+	appendBatch(t, l, "x")
+	l.Close()
+	boom := errors.New("boom")
+	if _, err := Open(opts, func(Pos, []byte) error { return boom }); !errors.Is(err, boom) {
+		t.Fatalf("Open = %v, want the replay's error", err)
+	}
+}
+
+// faults refuses the operations named in it.
+type faults struct {
+	mu  sync.Mutex
+	ops map[string]bool
+}
+
+func (f *faults) set(ops ...string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.ops = map[string]bool{}
+	for _, op := range ops {
+		f.ops[op] = true
+	}
+}
+
+func (f *faults) check(op string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.ops[op] {
+		return fmt.Errorf("injected: %s refused", op)
+	}
+	return nil
+}
+
+// A failed write or sync leaves nothing that comes back at the next start,
+// and the log goes on from where it was.
+func TestFailedAppendLeavesNothing(t *testing.T) {
+	for _, op := range []string{"write", "sync"} {
+		t.Run(op, func(t *testing.T) {
+			var f faults
+			opts := Options{Dir: t.TempDir(), Fault: f.check}
+			l, _, _ := collect(t, opts)
+			appendBatch(t, l, "kept")
+			f.set(op)
+			if err := l.Begin(); err != nil {
+				t.Fatal(err)
+			}
+			l.Add([]byte("lost"))
+			if err := l.Commit(); err == nil {
+				t.Fatalf("Commit succeeded while %s fails", op)
+			}
+			f.set()
+			appendBatch(t, l, "after")
+			l.Close()
+			l, recs, _ := collect(t, Options{Dir: opts.Dir})
+			defer l.Close()
+			if fmt.Sprintf("%q", recs) != `["kept" "after"]` {
+				t.Fatalf("records after a failed %s: %q", op, recs)
+			}
+		})
+	}
+}
+
+// When the failed batch cannot be cut off either, the log refuses every
+// later append: an append after it could make the failed records durable.
+func TestBrokenWhenTheCutFails(t *testing.T) {
+	var f faults
+	opts := Options{Dir: t.TempDir(), Fault: f.check}
+	l, _, _ := collect(t, opts)
+	defer l.Close()
+	f.set("sync", "truncate")
+	if err := l.Begin(); err != nil {
+		t.Fatal(err)
+	}
+	l.Add([]byte("lost"))
+	if err := l.Commit(); err == nil {
+		t.Fatal("Commit succeeded while sync fails")
+	}
+	f.set()
+	if err := l.Begin(); !errors.Is(err, ErrBroken) {
+		t.Fatalf("Begin after a failed cut = %v, want ErrBroken", err)
+	}
+}
+
+func TestReadRefusesWhatIsNotARecord(t *testing.T) {
+	l, _, _ := collect(t, Options{Dir: t.TempDir()})
+	defer l.Close()
+	pos := appendBatch(t, l, "a record")
+	if _, err := l.Read(pos[0]+1, nil); err == nil {
+		t.Fatal("read in the middle of a record")
+	}
+	if _, err := l.Read(makePos(9, 0), nil); err == nil {
+		t.Fatal("read from a segment that does not exist")
+	}
+}
+
+// FuzzRecover: whatever a segment holds, recovery's scan neither panics
+// nor replays a record that was not framed whole and intact, and the end it
+// reports (where Open cuts the last segment: TestTornTailIsCut) is the end
+// of the records it replayed.
+func FuzzRecover(f *testing.F) {
+	var good []byte
+	for _, r := range []string{"a", "b", "a longer record"} {
+		good = appendFrame(good, []byte(r))
+	}
+	f.Add(good)
+	f.Add(good[:len(good)-3])
+	f.Add(append(bytes.Clone(good), 0xff, 0xff, 0xff, 0xff, 0, 0, 0, 0))
+	f.Add([]byte{})
+	f.Add(make([]byte, 64))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var rebuilt []byte
+		end, err := scan(data, func(off int64, rec []byte) error {
+			if off != int64(len(rebuilt)) {
+				t.Fatalf("a record at %d, after %d bytes of records", off, len(rebuilt))
+			}
+			rebuilt = appendFrame(rebuilt, rec)
+			return nil
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.HasPrefix(data, rebuilt) || end != int64(len(rebuilt)) {
+			t.Fatalf("replayed %d bytes of records that are not the segment's prefix, end %d", len(rebuilt), end)
+		}
+		if _, ok := frame(data[end:]); ok {
+			t.Fatal("scan stopped before an intact record")
+		}
+	})
+}
+
+func appendFrame(dst, rec []byte) []byte {
+	l := &Log{pending: true, batch: dst}
+	l.Add(rec)
+	return l.batch
+}
