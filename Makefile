@@ -50,6 +50,8 @@ fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./persist/orderlog
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./codes
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestStart$$' -fuzztime $(FUZZTIME) ./server/admission
+	$(GO) test -run '^$$' -fuzz '^FuzzRecover$$' -fuzztime $(FUZZTIME) ./persist/seglog
+	$(GO) test -run '^$$' -fuzz '^FuzzRecords$$' -fuzztime $(FUZZTIME) ./persist/localstore
 
 ## bench: the flash-sale scenario against a throwaway server, with the
 ## ceiling (a bare fasthttp handler) measured in the same run; writes a

@@ -22,12 +22,12 @@ import (
 	"github.com/flashsale/flashsale/circuit"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/tracing"
+	"github.com/flashsale/flashsale/persist/localstore"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/orderwriter"
 	"github.com/flashsale/flashsale/persist/reconcile"
 	"github.com/flashsale/flashsale/persist/redisledger"
-	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
 )
 
@@ -54,8 +54,8 @@ type Config struct {
 	// Engine holds the engine's settings (Shards, NodeID,
 	// IdempotencyWindow, MaxLease); the node sets its dependencies.
 	Engine engine.Options
-	Server server.Options      // the HTTP front's limits, admission, identity, admin token
-	Store  sqlitestore.Options // the embedded order store (standalone)
+	Server server.Options     // the HTTP front's limits, admission, identity, admin token
+	Store  localstore.Options // the embedded order store (standalone)
 	// CodesSecrets is where the secrets of redemption codes are
 	// (codes.LoadKeyring's <key id>:<path>,...); empty: no codes.
 	CodesSecrets string
@@ -100,7 +100,7 @@ func DefaultConfig() Config {
 		AdminListen:       DefaultAdminListen,
 		Engine:            engine.DefaultOptions(),
 		Server:            server.DefaultOptions(),
-		Store:             sqlitestore.Options{Dir: DefaultDataDir, MaxBatch: sqlitestore.DefaultMaxBatch},
+		Store:             localstore.Options{Dir: DefaultDataDir, MaxBatch: localstore.DefaultMaxBatch},
 		Breaker:           circuit.DefaultOptions(),
 		Redis:             redisledger.DefaultOptions(),
 		NodeTTL:           redisledger.DefaultNodeTTL,

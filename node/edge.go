@@ -19,11 +19,11 @@ import (
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/tracing"
 	"github.com/flashsale/flashsale/persist/kafkasink"
+	"github.com/flashsale/flashsale/persist/localstore"
 	"github.com/flashsale/flashsale/persist/mysqlstore"
 	"github.com/flashsale/flashsale/persist/orderlog"
 	"github.com/flashsale/flashsale/persist/reconcile"
 	"github.com/flashsale/flashsale/persist/redisledger"
-	"github.com/flashsale/flashsale/persist/sqlitestore"
 	"github.com/flashsale/flashsale/server"
 	"github.com/flashsale/flashsale/server/admission"
 )
@@ -77,10 +77,10 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 	var checks []server.Check
 	var reader server.OrderReader
 	var sink engine.OrderSink
-	var dependency string        // of the order sink: its breaker's name
-	var appendSpan string        // of the order sink: the span of an Append, when traced
-	var store *sqlitestore.Store // standalone
-	var cl *clusterPart          // cluster mode
+	var dependency string       // of the order sink: its breaker's name
+	var appendSpan string       // of the order sink: the span of an Append, when traced
+	var store *localstore.Store // standalone
+	var cl *clusterPart         // cluster mode
 	if cfg.RedisAddr != "" {
 		// Cluster mode: the stock pool, the claims and the catalogue in
 		// Redis, joined before the engine so that Redis goes after it at a
@@ -113,7 +113,7 @@ func NewEdge(ctx context.Context, cfg Config) (_ *Edge, err error) {
 		sink, reader, dependency, appendSpan = p, kafkasink.Reader{DB: db, Acked: cl.acked, Barrier: cl.feed.Barrier}, "kafka", "kafka produce"
 		checks = append(checks, server.Check{Name: "kafka", Check: p.Check}, server.Check{Name: "mysql", Check: db.Check})
 	} else {
-		if store, err = sqlitestore.Open(cfg.Store); err != nil {
+		if store, err = localstore.Open(cfg.Store); err != nil {
 			return nil, fmt.Errorf("cannot open the order store: %w", err)
 		}
 		e.steps.push("order store", store.Close)
@@ -386,7 +386,7 @@ func (e *Edge) joinCluster(ctx context.Context, db *mysqlstore.Store) (*clusterP
 // (items, holdings, the request ids of the window); in cluster mode, the
 // catalogue of record and Redis's (stock, holdings and request ids are the
 // ledger's).
-func (e *Edge) snapshot(ctx context.Context, store *sqlitestore.Store, cl *clusterPart) (engine.Snapshot, error) {
+func (e *Edge) snapshot(ctx context.Context, store *localstore.Store, cl *clusterPart) (engine.Snapshot, error) {
 	if store != nil {
 		snap, err := store.Load(ctx, e.cfg.Engine.IdempotencyWindow, time.Now())
 		if err != nil {

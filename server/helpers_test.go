@@ -18,12 +18,12 @@ import (
 	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/internal/tracing"
-	"github.com/flashsale/flashsale/persist/sqlitestore"
+	"github.com/flashsale/flashsale/persist/localstore"
 )
 
 // controlSink wraps the real store and can be told to fail or to hold orders.
 type controlSink struct {
-	*sqlitestore.Store
+	*localstore.Store
 	mode    atomic.Int32 // 0 pass, 1 fail, 2 hold until release
 	entered chan struct{}
 	release chan struct{}
@@ -75,7 +75,7 @@ func newTestServerSink(t testing.TB, opts Options, wrap func(engine.OrderSink) e
 // newTracedTestServer is newTestServerSink with a tracer (nil: off).
 func newTracedTestServer(t testing.TB, opts Options, wrap func(engine.OrderSink) engine.OrderSink, tr *tracing.Tracing) *testServer {
 	t.Helper()
-	store, err := sqlitestore.Open(sqlitestore.Options{Dir: t.TempDir()})
+	store, err := localstore.Open(localstore.Options{Dir: t.TempDir()})
 	if err != nil {
 		t.Fatal(err)
 	}

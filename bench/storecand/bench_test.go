@@ -31,12 +31,12 @@ func benchCands() []string {
 	if c := os.Getenv("STORECAND_CANDS"); c != "" {
 		return strings.Split(c, ",")
 	}
-	return []string{"sqlite", "pebble-gc", "pebble-apply", "log", "log-falloc", "log-zeroed"}
+	return []string{"store", "pebble-gc", "pebble-apply", "log", "log-falloc", "log-zeroed"}
 }
 
 // BenchmarkAppend is the testing.B form: b.RunParallel with
 // SetParallelism(N/GOMAXPROCS) for N >= GOMAXPROCS, a plain loop for N=1.
-// Use it for profiles: go test -bench 'Append/sqlite/N=1024$' -cpuprofile ...
+// Use it for profiles: go test -bench 'Append/store/N=1024$' -cpuprofile ...
 func BenchmarkAppend(b *testing.B) {
 	for _, cand := range benchCands() {
 		for _, n := range []int{1, 64, 1024} {
@@ -118,22 +118,22 @@ func TestInterleaved(t *testing.T) {
 	}
 	t.Logf("end %s UTC", time.Now().UTC().Format(time.RFC3339))
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "\n| candidate | N | orders/s | ns/op | allocs/op | CPU µs/order | orders/s vs sqlite | CPU/order vs sqlite |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	fmt.Fprintf(&sb, "\n| candidate | N | orders/s | ns/op | allocs/op | CPU µs/order | orders/s vs store | CPU/order vs store |\n|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, c := range cands {
 		for _, n := range ns {
 			rs := res[fmt.Sprintf("%s/%d", c, n)]
-			bs := res[fmt.Sprintf("sqlite/%d", n)]
+			bs := res[fmt.Sprintf("store/%d", n)]
 			ops, ns_, al, cpu := med(rs, Result.OrdersPerSec), med(rs, Result.NsPerOp), med(rs, Result.AllocsPerOp), med(rs, Result.CPUusPerOrder)
 			fmt.Fprintf(&sb, "| %s | %d | %.0f | %.0f | %.1f | %.2f | %.2fx | %.2fx |\n", c, n, ops, ns_, al, cpu,
 				ops/med(bs, Result.OrdersPerSec), cpu/med(bs, Result.CPUusPerOrder))
 		}
 	}
-	// Paired ratios: each round's run against the same round's sqlite run at
+	// Paired ratios: each round's run against the same round's store run at
 	// the same N, then the median; less sensitive to the machine's drift.
 	fmt.Fprintf(&sb, "\n| candidate | N | median paired orders/s ratio | median paired CPU/order ratio |\n|---|---:|---:|---:|\n")
 	for _, c := range cands {
 		for _, n := range ns {
-			rs, bs := res[fmt.Sprintf("%s/%d", c, n)], res[fmt.Sprintf("sqlite/%d", n)]
+			rs, bs := res[fmt.Sprintf("%s/%d", c, n)], res[fmt.Sprintf("store/%d", n)]
 			var tp, cp []float64
 			for i := range rs {
 				if i < len(bs) {

@@ -1,5 +1,5 @@
 // Package storecand benchmarks candidate durable order stores against the
-// project's SQLite store (persist/sqlitestore) with one workload: N
+// project's store (persist/localstore; "store") with one workload: N
 // concurrent appenders, each Append returning only after the fsync/fdatasync
 // that covers its order.
 package storecand
@@ -18,7 +18,7 @@ import (
 	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/flashsale/flashsale/engine"
-	"github.com/flashsale/flashsale/persist/sqlitestore"
+	"github.com/flashsale/flashsale/persist/localstore"
 )
 
 // Store is what every candidate offers the benchmark.
@@ -29,8 +29,8 @@ type Store interface {
 
 // Candidates by name, each opened in a fresh directory.
 var Candidates = map[string]func(dir string) (Store, error){
-	"null":   func(string) (Store, error) { return nullStore{}, nil },
-	"sqlite": func(dir string) (Store, error) { return sqlitestore.Open(sqlitestore.Options{Dir: dir}) },
+	"null":  func(string) (Store, error) { return nullStore{}, nil },
+	"store": func(dir string) (Store, error) { return localstore.Open(localstore.Options{Dir: dir}) },
 	"pebble-gc": func(dir string) (Store, error) {
 		return OpenPebbleGC(dir)
 	},
@@ -103,7 +103,7 @@ func DecodeOrder(b []byte) (id uint64, item, user string, qty, price int64, req 
 // ---------------------------------------------------------------------------
 // Group commit machinery shared by pebble-gc and log: Append joins the open
 // batch and waits; one writer goroutine takes the whole batch and makes it
-// durable with one sync. Same shape as sqlitestore's.
+// durable with one sync. Same shape as localstore's.
 
 type gcBatch struct {
 	orders []*engine.Order

@@ -1,11 +1,12 @@
-package sqlitestore
+package localstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"time"
+	"slices"
 
 	"github.com/flashsale/flashsale/codes"
 )
@@ -34,7 +35,7 @@ func (s *Store) CreateBatch(ctx context.Context, b codes.Batch) (codes.Batch, bo
 		return b, false, err
 	}
 	if b.Number = uint32(last.Int64) + 1; b.Number > codes.MaxBatch {
-		return b, false, fmt.Errorf("sqlitestore: every batch number is taken")
+		return b, false, fmt.Errorf("localstore: every batch number is taken")
 	}
 	var expires any
 	if !b.Expires.IsZero() {
@@ -77,40 +78,44 @@ func (s *Store) Redeem(_ context.Context, r *codes.Redemption) (*codes.Redemptio
 	if b.inserted[i] {
 		return r, nil
 	}
-	var user string // redeemed before: the first
-	var at int64
-	if err := s.r.QueryRow(`SELECT user_id, redeemed_at FROM redemptions WHERE batch = ? AND serial = ?`, r.Number, r.Serial).Scan(&user, &at); err != nil {
-		return nil, fmt.Errorf("sqlitestore: cannot read a redemption back: %w", err)
-	}
-	first := *r
-	first.UserID, first.At = user, time.UnixMilli(at).UTC()
+	s.idx.RLock()
+	got := s.idx.redeemed[codeKey{r.Number, r.Serial}]
+	s.idx.RUnlock()
+	first := *r // redeemed before: the first one's user and time
+	first.UserID, first.At = got.UserID, got.At
 	return &first, nil
 }
 
-// Redemptions reads every redemption, with its batch's name and value.
+// Redemptions lists every redemption, with its batch's name and value, by
+// batch and serial.
 func (s *Store) Redemptions(ctx context.Context, keys *codes.Keyring) ([]*codes.Redemption, error) {
-	var out []*codes.Redemption
-	err := s.query(ctx, `SELECT r.batch, r.serial, r.user_id, r.redeemed_at, b.name, b.value_cents, b.key_id, b.expires_at
-		FROM redemptions r JOIN code_batches b ON b.number = r.batch ORDER BY r.batch, r.serial`, nil, func(rows *sql.Rows) error {
-		var r codes.Redemption
-		var at int64
-		var key uint8
-		var expires sql.NullInt64
-		if err := rows.Scan(&r.Number, &r.Serial, &r.UserID, &at, &r.Batch, &r.ValueCents, &key, &expires); err != nil {
-			return err
+	batches, err := s.Batches(ctx)
+	if err != nil {
+		return nil, err
+	}
+	byNumber := make(map[uint32]codes.Batch, len(batches))
+	for _, b := range batches {
+		byNumber[b.Number] = b
+	}
+	s.idx.RLock()
+	out := make([]*codes.Redemption, 0, len(s.idx.redeemed))
+	for _, r := range s.idx.redeemed {
+		b, ok := byNumber[r.Number]
+		if !ok {
+			continue // a batch that is not recorded: its codes cannot be redeemed
 		}
-		r.At = time.UnixMilli(at).UTC()
+		c := *r
+		c.Batch, c.ValueCents = b.Name, b.ValueCents
 		if keys != nil { // the code's text, for replays; without its key it cannot be redeemed anyway
-			c := codes.Code{Key: key, Batch: r.Number, Serial: r.Serial}
-			if expires.Valid {
-				c.Expires = time.Unix(expires.Int64, 0).UTC()
-			}
-			if text, err := keys.Make(nil, c); err == nil {
-				r.Code = string(text)
+			if text, err := keys.Make(nil, codes.Code{Key: b.Key, Batch: r.Number, Serial: r.Serial, Expires: b.Expires}); err == nil {
+				c.Code = string(text)
 			}
 		}
-		out = append(out, &r)
-		return nil
+		out = append(out, &c)
+	}
+	s.idx.RUnlock()
+	slices.SortFunc(out, func(a, b *codes.Redemption) int {
+		return cmp.Or(cmp.Compare(a.Number, b.Number), cmp.Compare(a.Serial, b.Serial))
 	})
-	return out, err
+	return out, nil
 }

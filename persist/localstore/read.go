@@ -1,32 +1,59 @@
-package sqlitestore
+package localstore
 
 import (
+	"cmp"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
+	"maps"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/flashsale/flashsale/engine"
+	"github.com/flashsale/flashsale/persist/seglog"
 )
 
 // Load reads what the engine is rebuilt from: the items with their units
 // sold, every user's holdings, and the orders with a request id created
-// within window before now (their first answers, for replays).
+// within window before now (their first answers, for replays). It reads the
+// whole order log once.
 func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (engine.Snapshot, error) {
 	var snap engine.Snapshot
+	type holding struct {
+		units int64
+		first *engine.Order // the user's first order of the item: the leaderboards
+	}
+	type key struct{ item, user string }
 	sold := map[string]int64{}
-	err := s.query(ctx, `SELECT item_id, SUM(quantity) FROM orders GROUP BY item_id`, nil, func(rows *sql.Rows) error {
-		var id string
-		var n int64
-		if err := rows.Scan(&id, &n); err != nil {
+	held := map[key]*holding{}
+	since := engine.FirstOrderIDAt(now.Add(-window))
+	err := s.log.Scan(func(_ seglog.Pos, rec []byte) error {
+		if rec[0] != kindOrder {
+			return nil
+		}
+		o, err := decodeOrder(rec)
+		if err != nil {
 			return err
 		}
-		sold[id] = n
+		sold[o.ItemID] += o.Quantity
+		h := held[key{o.ItemID, o.UserID}]
+		if h == nil {
+			h = &holding{first: o}
+			held[key{o.ItemID, o.UserID}] = h
+		} else if o.ID < h.first.ID {
+			h.first = o
+		}
+		h.units += o.Quantity
+		if o.ID >= since && o.RequestID != "" {
+			o.Status = engine.Accepted // the first answer said accepted
+			snap.Replays = append(snap.Replays, o)
+		}
+		snap.LastOrderID = max(snap.LastOrderID, o.ID)
 		return nil
 	})
 	if err != nil {
-		return snap, err
+		return snap, fmt.Errorf("cannot read the order log: %w", err)
 	}
 	items, err := s.Items(ctx)
 	if err != nil {
@@ -35,40 +62,15 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 	for _, it := range items {
 		snap.Items = append(snap.Items, engine.ItemRecord{Item: it, Sold: sold[it.ID]})
 	}
-	// Holdings, and each user's first order of each item: the engine keeps
-	// the first BoardSize of those per item (the leaderboards).
-	err = s.query(ctx, `SELECT item_id, user_id, SUM(quantity), MIN(id), MIN(created_at) FROM orders GROUP BY item_id, user_id`, nil, func(rows *sql.Rows) error {
-		var h engine.Holding
-		var first, at int64
-		if err := rows.Scan(&h.ItemID, &h.UserID, &h.Units, &first, &at); err != nil {
-			return err
-		}
-		snap.Holdings = append(snap.Holdings, h)
-		snap.Board = append(snap.Board, engine.BoardEntry{ItemID: h.ItemID, UserID: h.UserID, OrderID: uint64(first), At: time.UnixMilli(at).UTC()})
-		return nil
+	keys := slices.SortedFunc(maps.Keys(held), func(a, b key) int {
+		return cmp.Or(strings.Compare(a.item, b.item), strings.Compare(a.user, b.user))
 	})
-	if err != nil {
-		return snap, err
+	for _, k := range keys {
+		h := held[k]
+		snap.Holdings = append(snap.Holdings, engine.Holding{ItemID: k.item, UserID: k.user, Units: h.units})
+		snap.Board = append(snap.Board, engine.BoardEntry{ItemID: k.item, UserID: k.user, OrderID: h.first.ID, At: h.first.CreatedAt})
 	}
-	// Order ids are time-ordered, so the window is a range of the primary key.
-	first := int64(engine.FirstOrderIDAt(now.Add(-window)))
-	err = s.query(ctx, selectOrder+` WHERE id >= ? AND request_id IS NOT NULL ORDER BY id`, []any{first}, func(rows *sql.Rows) error {
-		o, err := scanOrder(rows)
-		if err != nil {
-			return err
-		}
-		o.Status = engine.Accepted // the first answer said accepted
-		snap.Replays = append(snap.Replays, o)
-		return nil
-	})
-	if err != nil {
-		return snap, err
-	}
-	var last sql.NullInt64
-	if err := s.r.QueryRowContext(ctx, `SELECT MAX(id) FROM orders`).Scan(&last); err != nil {
-		return snap, fmt.Errorf("cannot read the last order id: %w", err)
-	}
-	snap.LastOrderID = uint64(last.Int64)
+	slices.SortFunc(snap.Replays, func(a, b *engine.Order) int { return cmp.Compare(a.ID, b.ID) })
 	return snap, nil
 }
 
@@ -108,49 +110,51 @@ func (s *Store) query(ctx context.Context, q string, args []any, each func(*sql.
 	return nil
 }
 
-const selectOrder = `SELECT id, item_id, user_id, quantity, price_cents, request_id, created_at FROM orders`
-
-type scanner interface{ Scan(...any) error }
-
-func scanOrder(sc scanner) (*engine.Order, error) {
-	var o engine.Order
-	var id, created int64
-	var req sql.NullString
-	if err := sc.Scan(&id, &o.ItemID, &o.UserID, &o.Quantity, &o.PriceCents, &req, &created); err != nil {
-		return nil, err
-	}
-	o.ID = uint64(id)
-	o.RequestID = req.String
-	o.CreatedAt = time.UnixMilli(created).UTC()
-	// In standalone mode this file is the order database.
-	o.Status = engine.Persisted
-	return &o, nil
-}
-
 // Order returns the order with id; ok is false when there is none.
-func (s *Store) Order(ctx context.Context, id uint64) (o *engine.Order, ok bool, err error) {
-	o, err = scanOrder(s.r.QueryRowContext(ctx, selectOrder+` WHERE id = ?`, int64(id)))
-	switch {
-	case errors.Is(err, sql.ErrNoRows):
+func (s *Store) Order(_ context.Context, id uint64) (o *engine.Order, ok bool, err error) {
+	s.idx.RLock()
+	pos, ok := s.idx.byID[id]
+	s.idx.RUnlock()
+	if !ok {
 		return nil, false, nil
-	case err != nil:
+	}
+	if o, err = s.readOrder(pos); err != nil {
 		return nil, false, fmt.Errorf("cannot read order %d: %w", id, err)
 	}
 	return o, true, nil
+}
+
+func (s *Store) readOrder(pos seglog.Pos) (*engine.Order, error) {
+	var buf [256]byte
+	rec, err := s.log.Read(pos, buf[:0])
+	if err != nil {
+		return nil, err
+	}
+	return decodeOrder(rec)
 }
 
 // MaxUserOrders bounds the orders UserOrders returns.
 const MaxUserOrders = 1000
 
 // UserOrders returns a user's orders, newest first, at most MaxUserOrders.
-func (s *Store) UserOrders(ctx context.Context, user string) ([]*engine.Order, error) {
-	var orders []*engine.Order
-	err := s.query(ctx, selectOrder+` WHERE user_id = ? ORDER BY id DESC LIMIT ?`, []any{user, MaxUserOrders}, func(rows *sql.Rows) error {
-		o, err := scanOrder(rows)
-		if err == nil {
-			orders = append(orders, o)
+func (s *Store) UserOrders(_ context.Context, user string) ([]*engine.Order, error) {
+	s.idx.RLock()
+	ids := s.idx.byUser[user]
+	pos := make([]seglog.Pos, 0, min(len(ids), MaxUserOrders))
+	for i := len(ids) - 1; i >= 0 && len(pos) < MaxUserOrders; i-- {
+		pos = append(pos, s.idx.byID[ids[i]])
+	}
+	s.idx.RUnlock()
+	orders := make([]*engine.Order, 0, len(pos))
+	for _, p := range pos {
+		o, err := s.readOrder(p)
+		if err != nil {
+			return nil, fmt.Errorf("cannot read the orders of user %q: %w", user, err)
 		}
-		return err
-	})
-	return orders, err
+		orders = append(orders, o)
+	}
+	// By id, newest first: a user's orders are committed in id order
+	// almost always, but two of one moment may swap.
+	slices.SortFunc(orders, func(a, b *engine.Order) int { return cmp.Compare(b.ID, a.ID) })
+	return orders, nil
 }

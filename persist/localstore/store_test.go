@@ -1,17 +1,22 @@
-package sqlitestore
+package localstore
 
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
+	"github.com/flashsale/flashsale/codes"
 	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/engine/enginetest"
 	"github.com/flashsale/flashsale/internal/promtest"
+	"github.com/flashsale/flashsale/persist/seglog"
 )
 
 func openStore(t testing.TB, dir string) *Store {
@@ -195,44 +200,207 @@ func BenchmarkAppend(b *testing.B) {
 
 func TestCheckFailsWhileTheDiskRefuses(t *testing.T) {
 	dir := t.TempDir()
-	s := openStore(t, dir)
-	defer s.Close()
-	ctx := context.Background()
-	id := engine.FirstOrderIDAt(t0)
-	// Make the database read-only under the store: commits and probes fail.
-	if _, err := s.w.Exec(`PRAGMA query_only = 1`); err != nil {
+	var refuse atomic.Bool
+	s, err := Open(Options{Dir: dir, Fault: func(op string) error {
+		if refuse.Load() && op != "truncate" {
+			return errors.New("injected: the disk refuses")
+		}
+		return nil
+	}})
+	if err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err == nil {
-		t.Fatal("commit succeeded on a read-only database")
+	ctx := context.Background()
+	id := engine.FirstOrderIDAt(t0)
+	refuse.Store(true)
+	if err := s.Append(ctx, enginetest.Order(id, "u", "lost")); err == nil {
+		t.Fatal("commit succeeded while the disk refuses")
 	}
 	if err := s.Check(ctx); err == nil {
 		t.Fatal("Check is fine while writes fail")
 	}
-	if _, err := s.w.Exec(`PRAGMA query_only = 0`); err != nil {
-		t.Fatal(err)
+	if _, ok, _ := s.Order(ctx, id); ok {
+		t.Fatal("a failed order is readable")
 	}
+	refuse.Store(false)
 	if err := s.Check(ctx); err != nil {
 		t.Fatalf("Check after the disk came back: %v", err)
 	}
-	if err := s.Append(ctx, enginetest.Order(id, "u", "")); err != nil {
+	if err := s.Append(ctx, enginetest.Order(id+1, "u", "kept")); err != nil {
 		t.Fatal(err)
+	}
+	s.Close()
+	// The failed order never comes back; the one after it does.
+	s = openStore(t, dir)
+	defer s.Close()
+	snap, err := s.Load(ctx, time.Hour, t0)
+	if err != nil || len(snap.Replays) != 1 || snap.Replays[0].RequestID != "kept" {
+		t.Fatalf("after reopening: %v %+v", err, snap.Replays)
 	}
 }
 
-// Durability rests on these settings of the writer's connection: a 201 is
-// sent after a commit, and only WAL with synchronous=FULL fsyncs on commit.
-func TestWriterIsDurable(t *testing.T) {
-	s := openStore(t, t.TempDir())
+// A crash in the middle of a commit leaves a torn record at the log's end:
+// the store opens, cuts it, keeps every order acknowledged before, and goes
+// on appending.
+func TestTornTailAfterACrash(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s := openStore(t, dir)
+	base := engine.FirstOrderIDAt(t0)
+	for i := range 3 {
+		if err := s.Append(ctx, enginetest.Order(base+uint64(i), "u", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	seg := filepath.Join(dir, LogDir, "00000001.log")
+	f, err := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write([]byte{40, 0, 0, 0, 1, 2, 3, 4, kindOrder, 0, 0}) // a record's head, and part of it
+	f.Close()
+	s = openStore(t, dir)
+	if err := s.Append(ctx, enginetest.Order(base+3, "u", "")); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = openStore(t, dir)
 	defer s.Close()
-	var mode string
-	var sync int
-	if err := s.w.QueryRow(`PRAGMA journal_mode`).Scan(&mode); err != nil || mode != "wal" {
-		t.Fatalf("journal_mode %q (%v), want wal", mode, err)
+	orders, err := s.UserOrders(ctx, "u")
+	if err != nil || len(orders) != 4 || orders[0].ID != base+3 || orders[3].ID != base {
+		t.Fatalf("after the torn tail: %v, %d orders", err, len(orders))
 	}
-	if err := s.w.QueryRow(`PRAGMA synchronous`).Scan(&sync); err != nil || sync != 2 {
-		t.Fatalf("synchronous %d (%v), want 2 (FULL)", sync, err)
+}
+
+// Orders are read back across the log's segments, by id and by user, also
+// after reopening.
+func TestOrdersAcrossSegments(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	s, err := Open(Options{Dir: dir, SegmentBytes: 512, MaxBatch: 4})
+	if err != nil {
+		t.Fatal(err)
 	}
+	base := engine.FirstOrderIDAt(t0)
+	var wg sync.WaitGroup
+	for i := range 200 {
+		wg.Go(func() {
+			o := enginetest.Order(base+uint64(i), fmt.Sprintf("user-%d", i%7), fmt.Sprintf("req-%d", i))
+			if err := s.Append(ctx, o); err != nil {
+				t.Error(err)
+			}
+		})
+	}
+	wg.Wait()
+	check := func(s *Store) {
+		t.Helper()
+		for i := range 200 {
+			o, ok, err := s.Order(ctx, base+uint64(i))
+			if err != nil || !ok || o.RequestID != fmt.Sprintf("req-%d", i) || o.UserID != fmt.Sprintf("user-%d", i%7) {
+				t.Fatalf("order %d: %+v %v %v", i, o, ok, err)
+			}
+		}
+		orders, err := s.UserOrders(ctx, "user-3")
+		if err != nil || len(orders) != 29 {
+			t.Fatalf("user-3: %d orders, %v", len(orders), err)
+		}
+		for i := 1; i < len(orders); i++ {
+			if orders[i].ID >= orders[i-1].ID {
+				t.Fatal("a user's orders are not newest first")
+			}
+		}
+	}
+	check(s)
+	s.Close()
+	segs, _ := filepath.Glob(filepath.Join(dir, LogDir, "*.log"))
+	if len(segs) < 10 {
+		t.Fatalf("512-byte segments: %d files", len(segs))
+	}
+	s = openStore(t, dir)
+	defer s.Close()
+	check(s)
+}
+
+// A store made by an earlier version, whose orders and redemptions are in
+// SQLite tables, has them moved into the log at Open, once: a second move
+// (a crash after the log got them but before the tables were dropped)
+// appends nothing twice.
+func TestMovesAnEarlierVersionsOrders(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	first := int64(engine.FirstOrderIDAt(t0))
+	oldTables := func() {
+		t.Helper()
+		db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, FileName))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		if _, err := db.Exec(`
+CREATE TABLE IF NOT EXISTS orders (id INTEGER PRIMARY KEY, item_id TEXT NOT NULL, user_id TEXT NOT NULL,
+	quantity INTEGER NOT NULL, price_cents INTEGER NOT NULL, request_id TEXT, created_at INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS orders_by_user ON orders (user_id, id DESC);
+CREATE TABLE IF NOT EXISTS redemptions (batch INTEGER NOT NULL, serial INTEGER NOT NULL, user_id TEXT NOT NULL,
+	redeemed_at INTEGER NOT NULL, PRIMARY KEY (batch, serial));
+CREATE TABLE IF NOT EXISTS probe (id INTEGER PRIMARY KEY, at INTEGER NOT NULL);
+INSERT OR IGNORE INTO orders VALUES (?, 'it', 'ann', 2, 200, 'r1', ?), (?, 'it', 'bob', 1, 100, NULL, ?);
+INSERT OR IGNORE INTO redemptions VALUES (1, 7, 'ann', ?);`, first, t0.UnixMilli(), first+1, t0.UnixMilli()+1, t0.UnixMilli()+2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	oldTables()
+	for range 2 {
+		s := openStore(t, dir)
+		if _, _, err := s.CreateBatch(ctx, codes.Batch{Name: "b", Key: 1, Count: 10, ValueCents: 500}); err != nil {
+			t.Fatal(err)
+		}
+		snap, err := s.Load(ctx, time.Hour, t0)
+		if err != nil || snap.LastOrderID != uint64(first+1) || len(snap.Holdings) != 2 || len(snap.Replays) != 1 || snap.Replays[0].RequestID != "r1" {
+			t.Fatalf("after the move: %v %+v", err, snap)
+		}
+		if o, ok, err := s.Order(ctx, uint64(first)); err != nil || !ok || o.UserID != "ann" || o.Quantity != 2 || !o.CreatedAt.Equal(t0) {
+			t.Fatalf("the first order: %+v %v %v", o, ok, err)
+		}
+		reds, err := s.Redemptions(ctx, nil)
+		if err != nil || len(reds) != 1 || reds[0].UserID != "ann" || reds[0].Batch != "b" || reds[0].ValueCents != 500 {
+			t.Fatalf("redemptions: %v %+v", err, reds)
+		}
+		var tables int
+		s.r.QueryRow(`SELECT COUNT(*) FROM sqlite_master WHERE name IN ('orders', 'redemptions')`).Scan(&tables)
+		if tables != 0 {
+			t.Fatal("the old tables are still there")
+		}
+		records := 0
+		s.log.Scan(func(seglog.Pos, []byte) error { records++; return nil })
+		if records != 3 {
+			t.Fatalf("the log holds %d records, want 3", records)
+		}
+		s.Close()
+		oldTables() // as if the store had died before dropping them
+	}
+}
+
+// FuzzRecords: decoding never panics, and what decodes encodes to a
+// record that decodes to the same (varints may come in longer forms).
+func FuzzRecords(f *testing.F) {
+	f.Add(appendOrder(nil, enginetest.Order(engine.FirstOrderIDAt(t0), "user", "req")))
+	f.Add(appendRedemption(nil, &codes.Redemption{Number: 3, Serial: 9, UserID: "u", At: t0}))
+	f.Add([]byte{kindOrder, 0, 0, 0, 0, 0, 0, 0, 1, 200})
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		if o, err := decodeOrder(rec); err == nil {
+			again, err := decodeOrder(appendOrder(nil, o))
+			if err != nil || *again != *o {
+				t.Fatalf("order %+v comes back as %+v (%v)", o, again, err)
+			}
+		}
+		if r, err := decodeRedemption(rec); err == nil {
+			again, err := decodeRedemption(appendRedemption(nil, r))
+			if err != nil || *again != *r {
+				t.Fatalf("redemption %+v comes back as %+v (%v)", r, again, err)
+			}
+		}
+	})
 }
 
 // An item's creation time and each user's first order come back at start
