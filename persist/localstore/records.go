@@ -72,15 +72,18 @@ func (r *reader) varint() int64 {
 	return v
 }
 
-func (r *reader) string() string {
+func (r *reader) string() string { return string(r.bytes()) }
+
+// bytes takes a string's bytes (aliasing the record).
+func (r *reader) bytes() []byte {
 	n := r.uvarint()
 	if r.err != nil || n > uint64(len(r.b)) {
 		r.err = errRecord
-		return ""
+		return nil
 	}
-	s := string(r.b[:n])
+	b := r.b[:n]
 	r.b = r.b[n:]
-	return s
+	return b
 }
 
 // done reports the first fault, or trailing bytes.
@@ -106,6 +109,18 @@ func decodeOrder(rec []byte) (*engine.Order, error) {
 		return nil, fmt.Errorf("order %d: %w", o.ID, err)
 	}
 	return o, nil
+}
+
+// orderKey reads an order record's id and user id, no more (user aliases
+// rec).
+func orderKey(rec []byte) (id uint64, user []byte, err error) {
+	if len(rec) < 9 || rec[0] != kindOrder {
+		return 0, nil, errRecord
+	}
+	r := reader{b: rec[9:]}
+	r.bytes() // the item
+	user = r.bytes()
+	return binary.BigEndian.Uint64(rec[1:]), user, r.err
 }
 
 // decodeRedemption reads a redemption record (its kind byte included).

@@ -393,6 +393,9 @@ func FuzzRecords(f *testing.F) {
 			if err != nil || *again != *o {
 				t.Fatalf("order %+v comes back as %+v (%v)", o, again, err)
 			}
+			if id, user, err := orderKey(rec); err != nil || id != o.ID || string(user) != o.UserID {
+				t.Fatalf("the key of order %+v reads as %d, %q (%v)", o, id, user, err)
+			}
 		}
 		if r, err := decodeRedemption(rec); err == nil {
 			again, err := decodeRedemption(appendRedemption(nil, r))
