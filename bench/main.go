@@ -77,6 +77,7 @@ func main() {
 		pprof.StartCPUProfile(f)
 		defer pprof.StopCPUProfile()
 	}
+	var admins []string // the spawned nodes'
 	if *spawnBinary != "" {
 		dir, err := os.MkdirTemp("", "flashsale-bench")
 		if err != nil {
@@ -102,6 +103,7 @@ func main() {
 			}
 			defer p.Stop()
 			publics = append(publics, p.Public)
+			admins = append(admins, p.Admin)
 			if i == 0 {
 				*admin = p.Admin
 			}
@@ -136,6 +138,7 @@ func main() {
 	}
 	fmt.Println()
 	report.Table(os.Stdout, runs)
+	printDecisions(os.Stdout, admins)
 	if err := b.write(runs); err != nil {
 		log.Fatal(err)
 	}

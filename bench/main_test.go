@@ -5,8 +5,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
+	"strings"
 	"testing"
 	"time"
+
+	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/proto"
 
 	"github.com/flashsale/flashsale/bench/report"
 	"github.com/flashsale/flashsale/bench/spawn"
@@ -57,6 +62,11 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 	if err := b.write(runs); err != nil {
 		t.Fatal(err)
 	}
+	var decided strings.Builder
+	printDecisions(&decided, []string{p.Admin})
+	if !regexp.MustCompile(`^node 0, decisions by the server's clock:.* refused [1-9][0-9]*: .* won [1-9][0-9]*: P50 <= [0-9.]+ ms, P99 <= [0-9.]+ ms, [0-9.]+% over 5ms;\n$`).MatchString(decided.String()) {
+		t.Fatalf("the server's decisions: %q", decided.String())
+	}
 	files, _ := filepath.Glob(filepath.Join(*outDir, "*"))
 	if len(files) != 3 {
 		t.Fatalf("output files: %v", files)
@@ -70,5 +80,22 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 		if err := json.Unmarshal(raw, &doc); err != nil || len(doc.Runs) != 2 || doc.Runs[0].Verdict == nil || !doc.Runs[0].Verdict.Pass {
 			t.Fatalf("JSON output: %v %s", err, raw[:min(len(raw), 300)])
 		}
+	}
+}
+
+// The quantiles and the share over the budget are read off the buckets.
+func TestDecisionBuckets(t *testing.T) {
+	h := &dto.Histogram{SampleCount: proto.Uint64(100)}
+	for _, b := range []struct {
+		le float64
+		n  uint64
+	}{{0.001, 50}, {0.005, 90}, {0.1, 99}, {1, 100}} {
+		h.Bucket = append(h.Bucket, &dto.Bucket{UpperBound: proto.Float64(b.le), CumulativeCount: proto.Uint64(b.n)})
+	}
+	if p50, p99 := bound(h, 0.5), bound(h, 0.99); p50 != "1 ms" || p99 != "100 ms" {
+		t.Fatalf("P50 %s, P99 %s", p50, p99)
+	}
+	if o := over(h, 0.005); o < 0.0999 || o > 0.1001 {
+		t.Fatalf("over 5 ms: %v", o)
 	}
 }
