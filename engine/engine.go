@@ -463,7 +463,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		if !started {
 			return replay(ent, first, it.id, q)
 		}
-		r.keyHeld = true
+		r.entry = ent
 	}
 	if !it.users.reserve(req.UserID, q, cfg.PerUserLimit) {
 		r.undo(ctx)
@@ -512,11 +512,11 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		case err != nil:
 			return nil, false, errors.Join(unavailable("cannot claim", err), r.undo(ctx))
 		case first != nil: // the request id won on another node: its answer
-			keyHeld := r.keyHeld
-			r.keyHeld = false
+			ent := r.entry
+			r.entry = nil
 			r.undo(ctx)
-			if keyHeld {
-				e.idem.complete(r.key.bytes(), first, now)
+			if ent != nil {
+				e.idem.complete(ent, first, now)
 			}
 			if first.Quantity != q {
 				return nil, false, ErrIdempotencyKeyReused
@@ -541,8 +541,8 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 	if e.ledger != nil {
 		it.lastSale.Store(now.UnixNano())
 	}
-	if r.keyHeld {
-		e.idem.complete(r.key.bytes(), o, now)
+	if r.entry != nil {
+		e.idem.complete(r.entry, o, now)
 	}
 	if e.ledger != nil {
 		e.ledger.Confirm(ctx, o) // best effort: the order is durable either way
@@ -606,7 +606,7 @@ type reservation struct {
 	user      string
 	q         int64
 	key       idemKey
-	keyHeld   bool // idempotency entry begun
+	entry     *idemEntry // the request id's entry, begun
 	userHeld  bool
 	stockHeld bool
 	dropStock bool   // the ledger says the units are not this node's: keep them out
@@ -636,8 +636,8 @@ func (r *reservation) undo(ctx context.Context) error {
 	if r.userHeld {
 		r.it.users.release(r.user, r.q)
 	}
-	if r.keyHeld {
-		r.e.idem.abort(r.key.bytes())
+	if r.entry != nil {
+		r.e.idem.abort(r.entry)
 	}
 	return err
 }

@@ -31,6 +31,8 @@ func (k *idemKey) bytes() []byte { return k.buf[:k.n] }
 // was first used for, and, once that purchase has finished, its order. An
 // entry without an order is in progress.
 type idemEntry struct {
+	key      string // as in the map
+	shard    uint8
 	item     string
 	quantity int64
 	order    *Order
@@ -66,8 +68,10 @@ type idemExpiry struct {
 }
 
 func (w *idemWindow) shard(key []byte) *idemShard {
-	return &w.shards[maphash.Bytes(hashSeed, key)%idemShards]
+	return &w.shards[shardOf(key)]
 }
+
+func shardOf(key []byte) uint8 { return uint8(maphash.Bytes(hashSeed, key) % idemShards) }
 
 // lookup returns the live entry for key, or nil. The entry's fields other
 // than order are immutable; order is read under the shard lock here.
@@ -86,10 +90,13 @@ func (w *idemWindow) lookup(key []byte, now time.Time) (e *idemEntry, order *Ord
 	return e, order
 }
 
-// begin marks key in progress for (item, quantity). When key already has a
-// live entry it changes nothing and returns that entry and its order.
+// begin marks key in progress for (item, quantity) and returns its new
+// entry, which its purchase completes or aborts. When key already has a
+// live entry it changes nothing and returns that entry (not started) and
+// its order.
 func (w *idemWindow) begin(key []byte, item string, quantity int64, now time.Time) (started bool, e *idemEntry, order *Order) {
-	sh := w.shard(key)
+	i := shardOf(key)
+	sh := &w.shards[i]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	sh.expire(now, 4)
@@ -99,32 +106,33 @@ func (w *idemWindow) begin(key []byte, item string, quantity int64, now time.Tim
 	if sh.m == nil {
 		sh.m = make(map[string]*idemEntry)
 	}
-	sh.m[string(key)] = &idemEntry{item: item, quantity: quantity}
-	return true, nil, nil
+	e = &idemEntry{key: string(key), shard: i, item: item, quantity: quantity}
+	sh.m[e.key] = e
+	return true, e, nil
 }
 
-// abort forgets an entry that begin made, after the purchase was refused.
-func (w *idemWindow) abort(key []byte) {
-	sh := w.shard(key)
+// abort forgets an entry begin made, after its purchase was refused.
+func (w *idemWindow) abort(e *idemEntry) {
+	sh := &w.shards[e.shard]
 	sh.mu.Lock()
-	if e := sh.m[string(key)]; e != nil && e.order == nil {
-		delete(sh.m, string(key))
+	if sh.m[e.key] == e && e.order == nil {
+		delete(sh.m, e.key)
 	}
 	sh.mu.Unlock()
 }
 
-// complete records the order as the answer to key, until now+window.
-func (w *idemWindow) complete(key []byte, o *Order, now time.Time) {
-	sh := w.shard(key)
+// complete records the order as the answer of an entry begin made, until
+// now+window. Nothing else removes an entry in progress from the map.
+func (w *idemWindow) complete(e *idemEntry, o *Order, now time.Time) {
+	sh := &w.shards[e.shard]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
-	e := sh.m[string(key)]
-	if e == nil || e.order != nil {
-		panic("BUG: engine: idempotency entry completed twice or never begun")
+	if e.order != nil {
+		panic("BUG: engine: idempotency entry completed twice")
 	}
 	e.order = o
 	e.expires = now.Add(w.window)
-	sh.fifo = append(sh.fifo, idemExpiry{key: string(key), entry: e})
+	sh.fifo = append(sh.fifo, idemExpiry{key: e.key, entry: e})
 }
 
 // learn records an answer given before a restart, or on another node of a

@@ -113,12 +113,12 @@ func (s *Store) query(ctx context.Context, q string, args []any, each func(*sql.
 // Order returns the order with id; ok is false when there is none.
 func (s *Store) Order(_ context.Context, id uint64) (o *engine.Order, ok bool, err error) {
 	s.idx.RLock()
-	pos, ok := s.idx.byID[id]
+	at, ok := s.idx.byID[id]
 	s.idx.RUnlock()
 	if !ok {
 		return nil, false, nil
 	}
-	if o, err = s.readOrder(pos); err != nil {
+	if o, err = s.readOrder(at.pos); err != nil {
 		return nil, false, fmt.Errorf("cannot read order %d: %w", id, err)
 	}
 	return o, true, nil
@@ -138,11 +138,12 @@ const MaxUserOrders = 1000
 
 // UserOrders returns a user's orders, newest first, at most MaxUserOrders.
 func (s *Store) UserOrders(_ context.Context, user string) ([]*engine.Order, error) {
+	var pos []seglog.Pos
 	s.idx.RLock()
-	ids := s.idx.byUser[user]
-	pos := make([]seglog.Pos, 0, min(len(ids), MaxUserOrders))
-	for i := len(ids) - 1; i >= 0 && len(pos) < MaxUserOrders; i-- {
-		pos = append(pos, s.idx.byID[ids[i]])
+	for id := s.idx.byUser[user]; id != 0 && len(pos) < MaxUserOrders; {
+		at := s.idx.byID[id]
+		pos = append(pos, at.pos)
+		id = at.prev
 	}
 	s.idx.RUnlock()
 	orders := make([]*engine.Order, 0, len(pos))

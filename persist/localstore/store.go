@@ -103,19 +103,35 @@ type Store struct {
 // durable: an order is readable once its Append has returned.
 type index struct {
 	sync.RWMutex
-	byID     map[uint64]seglog.Pos
-	byUser   map[string][]uint64 // order ids, oldest first
+	byID     map[uint64]located
+	byUser   map[string]uint64 // the user's last order committed; the others by located.prev
 	redeemed map[codeKey]*codes.Redemption
 	lastID   uint64
 }
 
 type codeKey struct{ number, serial uint32 }
 
+// located is where an order is, and the id of the same user's order
+// committed before it (0: none): each user's orders are a chain, so that
+// indexing an order allocates nothing beyond the maps' own growth.
+type located struct {
+	pos  seglog.Pos
+	prev uint64
+}
+
 func (x *index) addOrder(o *engine.Order, pos seglog.Pos) { x.add(o.ID, o.UserID, pos) }
 
+// add indexes an order. An id indexed already keeps its first record (the
+// engine's ids are unique; a chain must never loop).
 func (x *index) add(id uint64, user string, pos seglog.Pos) {
-	x.byID[id] = pos
-	x.byUser[user] = append(x.byUser[user], id)
+	if id <= x.lastID {
+		if _, dup := x.byID[id]; dup {
+			return
+		}
+	}
+	prev := x.byUser[user]
+	x.byUser[user] = id
+	x.byID[id] = located{pos: pos, prev: prev}
 	x.lastID = max(x.lastID, id)
 }
 
@@ -146,7 +162,7 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s := &Store{opts: opts, lock: lock, open: newBatch(), wake: make(chan struct{}, 1), done: make(chan struct{})}
-	s.idx = index{byID: map[uint64]seglog.Pos{}, byUser: map[string][]uint64{}, redeemed: map[codeKey]*codes.Redemption{}}
+	s.idx = index{byID: map[uint64]located{}, byUser: map[string]uint64{}, redeemed: map[codeKey]*codes.Redemption{}}
 	if err := s.openFiles(); err != nil {
 		s.closeFiles()
 		return nil, err
@@ -200,13 +216,7 @@ func (s *Store) replay(pos seglog.Pos, rec []byte) error {
 		if err != nil {
 			return fmt.Errorf("the record at %d:%d: %w", pos.Segment(), pos.Offset(), err)
 		}
-		if ids, ok := s.idx.byUser[string(user)]; ok { // no copy of the user id for a user seen before
-			s.idx.byUser[string(user)] = append(ids, id)
-			s.idx.byID[id] = pos
-			s.idx.lastID = max(s.idx.lastID, id)
-		} else {
-			s.idx.add(id, string(user), pos)
-		}
+		s.idx.add(id, string(user), pos)
 	case kindRedemption:
 		r, err := decodeRedemption(rec)
 		if err != nil {
@@ -375,8 +385,12 @@ func (s *Store) commit(b *batch) (err error) {
 	}
 	pos := make([]seglog.Pos, len(b.orders))
 	for i, o := range b.orders {
-		if _, dup := s.idx.byID[o.ID]; dup { // reading without the lock: this goroutine is the only writer
-			return fmt.Errorf("order %d: %w", o.ID, errDuplicateID)
+		// Reading without the lock: this goroutine is the only writer. Ids
+		// grow with time, so only one below the last can be a duplicate.
+		if o.ID <= s.idx.lastID {
+			if _, dup := s.idx.byID[o.ID]; dup {
+				return fmt.Errorf("order %d: %w", o.ID, errDuplicateID)
+			}
 		}
 		s.rec = appendOrder(s.rec[:0], o)
 		pos[i] = s.log.Add(s.rec)
