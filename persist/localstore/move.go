@@ -51,6 +51,15 @@ func (s *Store) moveOrders() error {
 		chunk = chunk[:0]
 		return s.log.Commit()
 	}
+	keep := func(v any, known bool) error { // a row the log does not hold yet joins the chunk
+		if !known {
+			chunk = append(chunk, v)
+		}
+		if len(chunk) == moveChunk {
+			return flush()
+		}
+		return nil
+	}
 	if err := s.moveRows(`orders`, `SELECT id, item_id, user_id, quantity, price_cents, request_id, created_at FROM orders ORDER BY id`, func(rows *sql.Rows) error {
 		var o engine.Order
 		var id, created int64
@@ -59,13 +68,8 @@ func (s *Store) moveOrders() error {
 			return err
 		}
 		o.ID, o.RequestID, o.CreatedAt, o.Status = uint64(id), req.String, time.UnixMilli(created).UTC(), engine.Persisted
-		if _, ok := s.idx.byID[o.ID]; !ok {
-			chunk = append(chunk, &o)
-		}
-		if len(chunk) == moveChunk {
-			return flush()
-		}
-		return nil
+		_, known := s.idx.byID[o.ID]
+		return keep(&o, known)
 	}); err != nil {
 		return err
 	}
@@ -76,13 +80,7 @@ func (s *Store) moveOrders() error {
 			return err
 		}
 		r.At = time.UnixMilli(at).UTC()
-		if s.idx.redeemed[codeKey{r.Number, r.Serial}] == nil {
-			chunk = append(chunk, &r)
-		}
-		if len(chunk) == moveChunk {
-			return flush()
-		}
-		return nil
+		return keep(&r, s.idx.redeemed[codeKey{r.Number, r.Serial}] != nil)
 	}); err != nil {
 		return err
 	}
