@@ -29,6 +29,7 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"slices"
@@ -104,8 +105,15 @@ func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
 	if opts.SegmentBytes > 1<<31 {
 		return nil, fmt.Errorf("seglog: a segment of %d bytes is too big (at most 2 GiB)", opts.SegmentBytes)
 	}
-	if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
-		return nil, fmt.Errorf("cannot create the log directory %q: %w", opts.Dir, err)
+	if _, err := os.Stat(opts.Dir); errors.Is(err, fs.ErrNotExist) {
+		// A new directory's name must be durable too, or its segments
+		// could vanish with it.
+		if err := os.MkdirAll(opts.Dir, 0o750); err != nil {
+			return nil, fmt.Errorf("cannot create the log directory %q: %w", opts.Dir, err)
+		}
+		if err := syncDir(filepath.Dir(opts.Dir)); err != nil {
+			return nil, err
+		}
 	}
 	nums, err := segments(opts.Dir)
 	if err != nil {
