@@ -118,7 +118,10 @@ func (s *Store) Order(_ context.Context, id uint64) (o *engine.Order, ok bool, e
 	if !ok {
 		return nil, false, nil
 	}
-	if o, err = s.readOrder(at.pos); err != nil {
+	if o, err = s.readOrder(at.pos); err == nil && o.ID != id {
+		err = fmt.Errorf("the index points at order %d", o.ID)
+	}
+	if err != nil {
 		return nil, false, fmt.Errorf("cannot read order %d: %w", id, err)
 	}
 	return o, true, nil

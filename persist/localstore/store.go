@@ -56,6 +56,21 @@ type Options struct {
 	SegmentBytes int64
 	// Fault, for tests, is handed to the log (seglog.Options.Fault).
 	Fault func(op string) error
+	// Unsure is called, and the writer stops, when a commit failed and
+	// could not be undone (seglog.ErrUnsure): its orders may or may not be
+	// stored. Default: log it and exit the process with status 70, so that
+	// the restart's recovery decides (as PostgreSQL does on a failed
+	// fsync); tests set their own.
+	Unsure func(error)
+}
+
+func (o Options) unsure(err error) {
+	if o.Unsure != nil {
+		o.Unsure(err)
+		return
+	}
+	slog.Error("the order log cannot say whether a batch of orders is stored; exiting so that the restart's recovery decides (no buyer of that batch was answered)", "err", err)
+	os.Exit(70)
 }
 
 // DefaultMaxBatch is the most orders one group commit writes.
@@ -311,6 +326,14 @@ func (s *Store) Append(_ context.Context, o *engine.Order) error {
 // wait seals b when full, wakes the writer and waits for b's commit. The
 // caller holds mu, which wait releases.
 func (s *Store) wait(b *batch) error {
+	s.submit(b)
+	<-b.done
+	return b.err
+}
+
+// submit seals b when full and wakes the writer. The caller holds mu, which
+// submit releases.
+func (s *Store) submit(b *batch) {
 	if b.size() >= s.opts.MaxBatch {
 		s.sealed = append(s.sealed, b)
 		s.open = newBatch()
@@ -320,8 +343,6 @@ func (s *Store) wait(b *batch) error {
 	case s.wake <- struct{}{}:
 	default: // the writer is already due to look
 	}
-	<-b.done
-	return b.err
 }
 
 // writer is the one goroutine that commits orders. Woken, it commits batch
@@ -338,6 +359,13 @@ func (s *Store) writer() {
 				break
 			}
 			b.err = s.commit(b)
+			if errors.Is(b.err, seglog.ErrUnsure) {
+				// Its orders may stand or not: telling their buyers
+				// "failed" would give the units back to be sold again.
+				// They get no answer; the restart's recovery decides.
+				s.opts.unsure(b.err)
+				return
+			}
 			close(b.done)
 		}
 	}
@@ -368,7 +396,7 @@ var errDuplicateID = errors.New("an order id that is stored already")
 // returns nil, and indexes them; b.inserted says which redemptions went in
 // (a code redeemed before keeps its first).
 func (s *Store) commit(b *batch) (err error) {
-	start, count := time.Now(), len(b.orders)+len(b.redemptions)
+	start, count, wrote := time.Now(), len(b.orders)+len(b.redemptions), false
 	defer func() {
 		s.commitSeconds.Observe(time.Since(start).Seconds())
 		s.batchSize.Observe(float64(count))
@@ -376,24 +404,21 @@ func (s *Store) commit(b *batch) (err error) {
 			s.commitErrors.Inc()
 			err = fmt.Errorf("cannot commit %d orders and redemptions to the order store: %w", count, err)
 			s.lastErr.Store(&err)
-		} else {
+		} else if wrote { // only a write says the disk takes writes again
 			s.lastErr.Store(nil)
 		}
 	}()
 	if err := s.log.Begin(); err != nil {
 		return err
 	}
+	if err := s.checkIDs(b.orders); err != nil {
+		return err
+	}
 	pos := make([]seglog.Pos, len(b.orders))
 	for i, o := range b.orders {
-		// Reading without the lock: this goroutine is the only writer. Ids
-		// grow with time, so only one below the last can be a duplicate.
-		if o.ID <= s.idx.lastID {
-			if _, dup := s.idx.byID[o.ID]; dup {
-				return fmt.Errorf("order %d: %w", o.ID, errDuplicateID)
-			}
-		}
 		s.rec = appendOrder(s.rec[:0], o)
 		pos[i] = s.log.Add(s.rec)
+		wrote = true
 	}
 	b.inserted = make([]bool, len(b.redemptions))
 	var first map[codeKey]bool // this batch's first redemption of each code
@@ -408,9 +433,11 @@ func (s *Store) commit(b *batch) (err error) {
 		first[k], b.inserted[i] = true, true
 		s.rec = appendRedemption(s.rec[:0], r)
 		s.log.Add(s.rec)
+		wrote = true
 	}
 	if b.probes > 0 {
 		s.log.Add([]byte{kindProbe})
+		wrote = true
 	}
 	if err := s.log.Commit(); err != nil {
 		return err
@@ -425,6 +452,33 @@ func (s *Store) commit(b *batch) (err error) {
 		}
 	}
 	s.idx.Unlock()
+	return nil
+}
+
+// checkIDs refuses a batch with an order id stored already or twice in it.
+// Reading the index without its lock: this goroutine is its only writer.
+// Ids grow with time, so only an id at or below every one before it can be
+// a duplicate; the batch's own ids are put in a set only then.
+func (s *Store) checkIDs(orders []*engine.Order) error {
+	top := s.idx.lastID
+	var batch map[uint64]bool
+	for i, o := range orders {
+		if o.ID <= top {
+			if batch == nil {
+				batch = make(map[uint64]bool, len(orders))
+				for _, p := range orders[:i] {
+					batch[p.ID] = true
+				}
+			}
+			if _, dup := s.idx.byID[o.ID]; dup || batch[o.ID] {
+				return fmt.Errorf("order %d: %w", o.ID, errDuplicateID)
+			}
+		}
+		if batch != nil {
+			batch[o.ID] = true
+		}
+		top = max(top, o.ID)
+	}
 	return nil
 }
 
@@ -461,8 +515,14 @@ func (s *Store) Check(ctx context.Context) error {
 		}
 		b := s.open
 		b.probes++
-		if err := s.wait(b); err != nil {
-			return fmt.Errorf("%w (probe write: %w)", *p, err)
+		s.submit(b)
+		select {
+		case <-b.done:
+		case <-ctx.Done():
+			return fmt.Errorf("%w (probe write: %w)", *p, ctx.Err())
+		}
+		if b.err != nil {
+			return fmt.Errorf("%w (probe write: %w)", *p, b.err)
 		}
 	}
 	return s.r.PingContext(ctx)

@@ -446,3 +446,105 @@ func TestBoardAndCreationTimeReload(t *testing.T) {
 		t.Fatalf("first orders: %+v", snap.Board)
 	}
 }
+
+// A commit that failed and could not be cut back may or may not be stored:
+// its buyers get no answer (neither "failed", which would sell the units
+// again, nor "stored"), and the store calls Unsure (by default: exit, and
+// the restart's recovery decides).
+func TestUnsureCommitAnswersNobody(t *testing.T) {
+	var refuse atomic.Bool
+	unsure := make(chan error, 1)
+	s, err := Open(Options{Dir: t.TempDir(),
+		Fault: func(op string) error {
+			if refuse.Load() && op != "write" {
+				return errors.New("injected: the disk refuses")
+			}
+			return nil
+		},
+		Unsure: func(err error) { unsure <- err },
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	answered := make(chan error, 1)
+	go func() {
+		answered <- s.Append(context.Background(), enginetest.Order(engine.FirstOrderIDAt(t0), "u", ""))
+	}()
+	select {
+	case err := <-unsure:
+		if !errors.Is(err, seglog.ErrUnsure) {
+			t.Fatalf("Unsure called with %v", err)
+		}
+	case err := <-answered:
+		t.Fatalf("the buyer of an unsure commit was answered: %v", err)
+	case <-time.After(5 * time.Second):
+		t.Fatal("Unsure was not called")
+	}
+	select {
+	case err := <-answered:
+		t.Fatalf("the buyer of an unsure commit was answered: %v", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+}
+
+// Two orders with one id in one batch fail it, as one already stored does.
+func TestDuplicateIDsFailTheBatch(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	base := engine.FirstOrderIDAt(t0)
+	for _, ids := range [][]uint64{{base + 1, base + 2, base + 1}, {base + 5, base + 3, base + 3}} {
+		b := newBatch()
+		for _, id := range ids {
+			b.orders = append(b.orders, enginetest.Order(id, "u", ""))
+		}
+		if err := s.commit(b); !errors.Is(err, errDuplicateID) {
+			t.Fatalf("batch %v: %v, want a duplicate id", ids, err)
+		}
+	}
+	b := newBatch()
+	b.orders = []*engine.Order{enginetest.Order(base+9, "u", ""), enginetest.Order(base+7, "u", ""), enginetest.Order(base+8, "u", "")}
+	if err := s.commit(b); err != nil {
+		t.Fatalf("ids out of order, no duplicate: %v", err)
+	}
+	b = newBatch()
+	b.orders = []*engine.Order{enginetest.Order(base+7, "v", "")}
+	if err := s.commit(b); !errors.Is(err, errDuplicateID) {
+		t.Fatalf("an id stored before: %v", err)
+	}
+}
+
+// After a failed commit only a write clears the failure: a batch that
+// writes nothing (a code redeemed before) says nothing about the disk.
+func TestOnlyAWriteClearsAFailure(t *testing.T) {
+	var refuse atomic.Bool
+	s, err := Open(Options{Dir: t.TempDir(), Fault: func(op string) error {
+		if refuse.Load() && op == "write" {
+			return errors.New("injected: the disk refuses")
+		}
+		return nil
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	r := &codes.Redemption{Number: 1, Serial: 2, UserID: "a", At: t0}
+	if _, err := s.Redeem(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	refuse.Store(true)
+	if err := s.Append(ctx, enginetest.Order(engine.FirstOrderIDAt(t0), "u", "")); err == nil {
+		t.Fatal("commit succeeded while the disk refuses")
+	}
+	again := &codes.Redemption{Number: 1, Serial: 2, UserID: "b", At: t0}
+	if first, err := s.Redeem(ctx, again); err != nil || first.UserID != "a" {
+		t.Fatalf("second redemption: %+v %v", first, err)
+	}
+	if s.lastErr.Load() == nil {
+		t.Fatal("a batch that wrote nothing cleared the failure")
+	}
+	if err := s.Check(ctx); err == nil {
+		t.Fatal("Check is fine while writes fail")
+	}
+}

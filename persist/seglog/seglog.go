@@ -30,6 +30,7 @@ import (
 	"hash/crc32"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"slices"
@@ -93,6 +94,12 @@ type Log struct {
 
 // ErrBroken is wrapped by every append after one that could not be undone.
 var ErrBroken = errors.New("seglog: the log is broken (a failed append could not be undone); restart to recover")
+
+// ErrUnsure is wrapped by the error of the Commit that broke the log: its
+// records may or may not come back at the next start. Whoever waits for
+// them must not be told they failed (nor that they are stored): the only
+// true answer is none, and the restart's recovery decides.
+var ErrUnsure = errors.New("seglog: the batch may or may not be stored")
 
 // Open opens the log in opts.Dir, creating it if missing, and calls replay
 // with every record in order (rec, never empty, must not be kept: it is
@@ -254,11 +261,15 @@ func (l *Log) Add(rec []byte) Pos {
 }
 
 // Commit writes the batch and syncs it: nil means every record Added since
-// Begin is durable. On error none of them is stored.
+// Begin is durable. On error none of them is stored, unless the error wraps
+// ErrUnsure.
 func (l *Log) Commit() error {
 	l.pending = false
 	if len(l.batch) == 0 {
 		return nil
+	}
+	if l.boff+int64(len(l.batch)) > math.MaxUint32 { // a Pos holds a 32-bit offset
+		return fmt.Errorf("seglog: a batch of %d bytes at offset %d passes 4 GiB; use smaller segments or batches", len(l.batch), l.boff)
 	}
 	l.mu.RLock()
 	f := l.segs[l.bseg]
@@ -280,6 +291,8 @@ func (l *Log) Commit() error {
 			l.mu.Lock()
 			l.broken = fmt.Errorf("%w: appending failed (%w) and cutting it back failed too (%w)", ErrBroken, err, terr)
 			l.mu.Unlock()
+			return fmt.Errorf("%w: appending %d bytes to log segment %s failed (%w) and cutting them back failed too (%w)",
+				ErrUnsure, len(l.batch), f.Name(), err, terr)
 		}
 		return fmt.Errorf("cannot append %d bytes to log segment %s: %w", len(l.batch), f.Name(), err)
 	}
