@@ -143,7 +143,7 @@ const MaxUserOrders = 1000
 func (s *Store) UserOrders(_ context.Context, user string) ([]*engine.Order, error) {
 	var pos []seglog.Pos
 	s.idx.RLock()
-	for id := s.idx.byUser[user]; id != 0 && len(pos) < MaxUserOrders; {
+	for id := s.idx.byUser[user]; id != 0 && len(pos) < MaxUserOrders+commitSlack; {
 		at := s.idx.byID[id]
 		pos = append(pos, at.pos)
 		id = at.prev
@@ -158,7 +158,13 @@ func (s *Store) UserOrders(_ context.Context, user string) ([]*engine.Order, err
 		orders = append(orders, o)
 	}
 	// By id, newest first: a user's orders are committed in id order
-	// almost always, but two of one moment may swap.
+	// almost always, but orders of one moment may swap; the slack read
+	// past the limit lets the newest MaxUserOrders by id be the ones kept.
 	slices.SortFunc(orders, func(a, b *engine.Order) int { return cmp.Compare(b.ID, a.ID) })
-	return orders, nil
+	return orders[:min(len(orders), MaxUserOrders)], nil
 }
+
+// commitSlack is how many more of a user's orders UserOrders reads than it
+// returns: more than one user's orders in flight at one moment (taken an id,
+// not yet committed), which a sale's per-user limit keeps far below it.
+const commitSlack = 64

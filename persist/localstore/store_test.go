@@ -548,3 +548,32 @@ func TestOnlyAWriteClearsAFailure(t *testing.T) {
 		t.Fatal("Check is fine while writes fail")
 	}
 }
+
+// A user's newest orders by id are returned, at most MaxUserOrders, even
+// when an older order was committed after newer ones.
+func TestUserOrdersNewestByID(t *testing.T) {
+	s := openStore(t, t.TempDir())
+	defer s.Close()
+	base := engine.FirstOrderIDAt(t0)
+	commit := func(ids ...uint64) {
+		t.Helper()
+		b := newBatch()
+		for _, id := range ids {
+			b.orders = append(b.orders, enginetest.Order(base+id, "many", ""))
+		}
+		if err := s.commit(b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for id := uint64(2); id <= MaxUserOrders+1; id++ {
+		commit(id)
+	}
+	commit(1) // taken before the others, committed after them
+	orders, err := s.UserOrders(context.Background(), "many")
+	if err != nil || len(orders) != MaxUserOrders {
+		t.Fatalf("%d orders, %v", len(orders), err)
+	}
+	if orders[0].ID != base+MaxUserOrders+1 || orders[len(orders)-1].ID != base+2 {
+		t.Fatalf("newest %d, oldest %d; want %d and %d", orders[0].ID-base, orders[len(orders)-1].ID-base, MaxUserOrders+1, 2)
+	}
+}
