@@ -21,5 +21,14 @@ func (s *Store) initMetrics() {
 
 // Collectors are the store's metrics, to register.
 func (s *Store) Collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.batchSize, s.commitSeconds, s.commitErrors}
+	return []prometheus.Collector{s.batchSize, s.commitSeconds, s.commitErrors,
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_store_log_bytes",
+			Help: "Bytes of the embedded store's order log (never compacted: it grows with every order and redemption).",
+		}, func() float64 { n, _ := s.log.Size(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_store_log_segments",
+			Help: "Segment files of the embedded store's order log.",
+		}, func() float64 { _, n := s.log.Size(); return float64(n) }),
+	}
 }

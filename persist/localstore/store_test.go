@@ -59,6 +59,10 @@ func TestGroupCommitAndReload(t *testing.T) {
 	if commits, orders := promtest.Value(metrics, "flashsale_store_commit_seconds"), promtest.Sum(metrics, "flashsale_store_commit_batch_orders"); commits >= n || orders != n {
 		t.Fatalf("%v commits for %v orders; want fewer commits than %d orders", commits, orders, n)
 	}
+	st, _ := os.Stat(filepath.Join(dir, LogDir, "00000001.log"))
+	if size, segs := promtest.Value(metrics, "flashsale_store_log_bytes"), promtest.Value(metrics, "flashsale_store_log_segments"); st == nil || size != float64(st.Size()) || segs != 1 {
+		t.Fatalf("the log's size: %v bytes in %v segments, on disk %v", size, segs, st)
+	}
 	if err := s.Check(ctx); err != nil {
 		t.Fatal(err)
 	}

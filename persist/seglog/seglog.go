@@ -84,6 +84,7 @@ type Log struct {
 	segs    map[uint32]*os.File // every segment, open for reading; the last also for writing
 	last    uint32              // the segment being appended to
 	end     int64               // its committed size
+	closed  int64               // the sizes of the segments before it
 	broken  error               // set when a failed append could not be undone
 	cut     int64               // bytes cut off a torn tail at Open
 	batch   []byte              // the writer's: records framed since Begin
@@ -154,6 +155,9 @@ func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
 				l.Close()
 				return nil, fmt.Errorf("cannot cut the torn tail of log segment %s: %w", f.Name(), err)
 			}
+		}
+		if i > 0 {
+			l.closed += l.end
 		}
 		l.last, l.end = n, good
 	}
@@ -337,9 +341,18 @@ func (l *Log) roll(n uint32) error {
 	}
 	l.mu.Lock()
 	l.segs[n] = f
+	l.closed += l.end
 	l.last, l.end = n, 0
 	l.mu.Unlock()
 	return nil
+}
+
+// Size is the bytes of every committed record, framing included, and the
+// number of segments they are in.
+func (l *Log) Size() (bytes int64, segments int) {
+	l.mu.RLock()
+	defer l.mu.RUnlock()
+	return l.closed + l.end, len(l.segs)
 }
 
 func syncDir(dir string) error {

@@ -70,10 +70,24 @@ func TestAppendReadReopen(t *testing.T) {
 	if wantPos[len(wantPos)-1].Segment() < 5 {
 		t.Fatalf("100-byte segments were not rolled: the last record is in segment %d", wantPos[len(wantPos)-1].Segment())
 	}
+
+	size, segs := l.Size()
 	l.Close()
+	var onDisk int64
+	files, _ := filepath.Glob(filepath.Join(opts.Dir, "*.log"))
+	for _, f := range files {
+		st, _ := os.Stat(f)
+		onDisk += st.Size()
+	}
+	if size != onDisk || segs != len(files) {
+		t.Fatalf("Size() = %d bytes in %d segments; on disk %d in %d", size, segs, onDisk, len(files))
+	}
 
 	l, recs, pos := collect(t, opts)
 	defer l.Close()
+	if again, _ := l.Size(); again != size {
+		t.Fatalf("Size() after reopening = %d, before %d", again, size)
+	}
 	if len(recs) != len(want) || l.Cut() != 0 {
 		t.Fatalf("reopened with %d records (want %d), cut %d", len(recs), len(want), l.Cut())
 	}
