@@ -73,11 +73,17 @@ func TestAppendReadReopen(t *testing.T) {
 
 	size, segs := l.Size()
 	l.Close()
+	// On disk: the records, and zeros ahead only in the last segment (a
+	// segment is cut to its records when the next begins).
 	var onDisk int64
 	files, _ := filepath.Glob(filepath.Join(opts.Dir, "*.log"))
-	for _, f := range files {
-		st, _ := os.Stat(f)
-		onDisk += st.Size()
+	for i, f := range files {
+		b, _ := os.ReadFile(f)
+		records := bytes.TrimRight(b, "\x00")
+		if i < len(files)-1 && len(records) != len(b) {
+			t.Fatalf("closed segment %s keeps %d bytes of zeros", f, len(b)-len(records))
+		}
+		onDisk += int64(len(records))
 	}
 	if size != onDisk || segs != len(files) {
 		t.Fatalf("Size() = %d bytes in %d segments; on disk %d in %d", size, segs, onDisk, len(files))
@@ -105,7 +111,7 @@ func TestAppendReadReopen(t *testing.T) {
 // the rest, and appends after the cut.
 func TestTornTailIsCut(t *testing.T) {
 	base := t.TempDir()
-	src := Options{Dir: filepath.Join(base, "src")}
+	src := Options{Dir: filepath.Join(base, "src"), SegmentBytes: 4096} // small: a few KiB of zeros ahead, not MiBs
 	l, _, _ := collect(t, src)
 	appendBatch(t, l, "first", "second")
 	appendBatch(t, l, "third", "fourth is longer")
@@ -115,6 +121,7 @@ func TestTornTailIsCut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	data = bytes.TrimRight(data, "\x00") // the zeros written ahead of the records
 	full := []string{"first", "second", "third", "fourth is longer"}
 	ends := []int{13, 13 + 14, 13 + 14 + 13, len(data)} // where each record ends
 	for n := 0; n <= len(data); n++ {
@@ -128,7 +135,7 @@ func TestTornTailIsCut(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "00000001.log"), torn, 0o640); err != nil {
 				t.Fatal(err)
 			}
-			l, recs, _ := collect(t, Options{Dir: dir})
+			l, recs, _ := collect(t, Options{Dir: dir, SegmentBytes: 4096})
 			whole := 0
 			for whole < len(ends) && ends[whole] <= n {
 				whole++
@@ -145,17 +152,60 @@ func TestTornTailIsCut(t *testing.T) {
 			if whole > 0 {
 				good = ends[whole-1]
 			}
-			if l.Cut() != int64(len(torn)-good) {
-				t.Fatalf("cut at %d (zeros %v): Cut() = %d, want %d", n, zeros, l.Cut(), len(torn)-good)
+			wantCut := int64(len(torn) - good)
+			if zeros && n == good { // only zeros after the records: kept for the next appends
+				wantCut = 0
+			}
+			if l.Cut() != wantCut {
+				t.Fatalf("cut at %d (zeros %v): Cut() = %d, want %d", n, zeros, l.Cut(), wantCut)
 			}
 			appendBatch(t, l, "after")
 			l.Close()
-			l, recs, _ = collect(t, Options{Dir: dir})
+			l, recs, _ = collect(t, Options{Dir: dir, SegmentBytes: 4096})
 			if len(recs) != whole+1 || string(recs[whole]) != "after" || l.Cut() != 0 {
 				t.Fatalf("cut at %d: after appending, %d records back, cut %d", n, len(recs), l.Cut())
 			}
 			l.Close()
 		}
+	}
+}
+
+// Zeros after the records are space written ahead: in the last segment
+// they stay for the next appends; in an earlier one (a crash before the
+// roll cut them) they are cut at Open; either way no record is lost.
+func TestZerosAfterTheRecords(t *testing.T) {
+	opts := Options{Dir: t.TempDir(), SegmentBytes: 32}
+	l, _, _ := collect(t, opts)
+	appendBatch(t, l, "in the first segment, which is long enough to roll")
+	appendBatch(t, l, "second")
+	l.Close()
+	first := filepath.Join(opts.Dir, "00000001.log")
+	second := filepath.Join(opts.Dir, "00000002.log")
+	st1, _ := os.Stat(first)
+	st2, _ := os.Stat(second)
+	if st2.Size() <= 8+6 {
+		t.Fatalf("no zeros ahead in the last segment: %d bytes", st2.Size())
+	}
+	// As if the roll had not cut the first segment's zeros yet.
+	f, _ := os.OpenFile(first, os.O_APPEND|os.O_WRONLY, 0)
+	f.Write(make([]byte, 100))
+	f.Close()
+	l, recs, _ := collect(t, opts)
+	if fmt.Sprintf("%q", recs) != `["in the first segment, which is long enough to roll" "second"]` || l.Cut() != 0 {
+		t.Fatalf("records %q, cut %d", recs, l.Cut())
+	}
+	if after, _ := os.Stat(first); after.Size() != st1.Size() {
+		t.Fatalf("the first segment's zeros were not cut: %d bytes, %d before", after.Size(), st1.Size())
+	}
+	if after, _ := os.Stat(second); after.Size() != st2.Size() {
+		t.Fatalf("the last segment's zeros ahead were touched: %d bytes, %d before", after.Size(), st2.Size())
+	}
+	appendBatch(t, l, "third")
+	l.Close()
+	l, recs, _ = collect(t, opts)
+	defer l.Close()
+	if len(recs) != 3 || string(recs[2]) != "third" {
+		t.Fatalf("after appending over the zeros: %q", recs)
 	}
 }
 
