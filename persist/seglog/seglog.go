@@ -19,8 +19,9 @@
 // the end of the last segment (a crash in the middle of an append), so the
 // last segment is cut at its first record that is short or fails its
 // checksum, unless only zeros follow, and the cut is made durable before
-// anything is appended. Anything but zeros after the records of an earlier
-// segment is damage, not a crash, and Open refuses it.
+// anything is appended. Anything after the records of an earlier segment
+// is damage, not a crash (the roll cut it to its records), and Open
+// refuses it.
 //
 // A failed append leaves nothing behind: the file is cut back to where the
 // batch began and that is synced, so the failed records can never come back
@@ -32,6 +33,7 @@
 package seglog
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -158,21 +160,33 @@ func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
 			l.Close()
 			return nil, err
 		}
-		zeros := allZero(data[good:])
 		last := i == len(nums)-1
+		torn := bytes.TrimRight(data[good:], "\x00") // zeros: written ahead of the records
 		switch {
-		case !zeros && !last:
+		case !last && good < int64(len(data)):
+			// The roll cut a segment to its records before the next
+			// began: anything after them, zeros too, is damage.
 			l.Close()
 			return nil, fmt.Errorf("seglog: segment %s is damaged at offset %d of %d (not its tail: a later segment exists); refusing to start", f.Name(), good, len(data))
-		case !zeros:
-			l.cut = int64(len(data)) - good
-		}
-		if good < int64(len(data)) && !(zeros && last) { // a torn tail, or zeros the roll did not cut
+		case len(torn) > 0:
+			l.cut = int64(len(torn))
 			if err := l.truncate(f, good); err != nil {
 				l.Close()
-				return nil, fmt.Errorf("cannot cut log segment %s to its records: %w", f.Name(), err)
+				return nil, fmt.Errorf("cannot cut the torn tail of log segment %s: %w", f.Name(), err)
 			}
 			data = data[:good]
+		case last:
+			// What was replayed may so far be in the page cache only (a
+			// kill -9 between a write and its sync): make it durable
+			// before anyone acts on it.
+			if err := l.fault("sync"); err != nil {
+				l.Close()
+				return nil, fmt.Errorf("cannot sync log segment %s: %w", f.Name(), err)
+			}
+			if err := syscall.Fdatasync(int(f.Fd())); err != nil {
+				l.Close()
+				return nil, fmt.Errorf("cannot sync log segment %s: %w", f.Name(), err)
+			}
 		}
 		if i > 0 {
 			l.closed += l.end
@@ -244,15 +258,6 @@ func frame(b []byte) ([]byte, bool) {
 	return rec, crc32.Checksum(rec, castagnoli) == binary.LittleEndian.Uint32(b[4:])
 }
 
-func allZero(b []byte) bool {
-	for _, c := range b {
-		if c != 0 {
-			return false
-		}
-	}
-	return true
-}
-
 // Cut is how many bytes of a torn tail Open cut off the last segment.
 func (l *Log) Cut() int64 { return l.cut }
 
@@ -306,31 +311,22 @@ func (l *Log) Commit() error {
 	f := l.segs[l.bseg]
 	l.mu.RUnlock()
 	records := int64(len(l.batch))
-	if l.boff+records > l.zeroed {
+	ahead := l.boff+records > l.zeroed
+	if ahead {
 		l.batch = append(l.batch, make([]byte, min(zerosAhead, l.opts.SegmentBytes))...)
 	}
-	err := l.fault("write")
-	if err == nil {
-		_, err = f.WriteAt(l.batch, l.boff)
-	}
-	if err == nil {
-		if err = l.fault("sync"); err == nil {
-			err = syscall.Fdatasync(int(f.Fd()))
+	err := l.write(f, ahead)
+	if err != nil && ahead {
+		// The zeros may be what did not fit (a nearly full disk): cut
+		// back, then write the records alone.
+		if err := l.undo(f, records, err); errors.Is(err, ErrUnsure) {
+			return err
 		}
+		l.batch, ahead = l.batch[:records], false
+		err = l.write(f, ahead)
 	}
 	if err != nil {
-		// After a failed write or fdatasync the pages' state is unknown:
-		// cut the file back to before the batch and make that durable,
-		// so that the records cannot come back at the next start.
-		if terr := l.truncate(f, l.boff); terr != nil {
-			l.mu.Lock()
-			l.broken = fmt.Errorf("%w: appending failed (%w) and cutting it back failed too (%w)", ErrBroken, err, terr)
-			l.mu.Unlock()
-			return fmt.Errorf("%w: appending %d bytes to log segment %s failed (%w) and cutting them back failed too (%w)",
-				ErrUnsure, records, f.Name(), err, terr)
-		}
-		l.zeroed = l.boff
-		return fmt.Errorf("cannot append %d bytes to log segment %s: %w", records, f.Name(), err)
+		return l.undo(f, records, err)
 	}
 	l.zeroed = max(l.zeroed, l.boff+int64(len(l.batch)))
 	l.mu.Lock()
@@ -340,6 +336,40 @@ func (l *Log) Commit() error {
 		l.batch = nil
 	}
 	return nil
+}
+
+// write writes the batch (with zeros ahead, or not) and syncs it.
+func (l *Log) write(f *os.File, ahead bool) error {
+	op := "write"
+	if ahead {
+		op = "write+zeros"
+	}
+	err := l.fault(op)
+	if err == nil {
+		_, err = f.WriteAt(l.batch, l.boff)
+	}
+	if err == nil {
+		if err = l.fault("sync"); err == nil {
+			err = syscall.Fdatasync(int(f.Fd()))
+		}
+	}
+	return err
+}
+
+// undo cuts f back to before the batch after err: after a failed write or
+// fdatasync the pages' state is unknown, so the file is cut and the cut
+// made durable, and the records cannot come back at the next start. When
+// even that fails the log is broken and the batch's fate unknown.
+func (l *Log) undo(f *os.File, records int64, err error) error {
+	if terr := l.truncate(f, l.boff); terr != nil {
+		l.mu.Lock()
+		l.broken = fmt.Errorf("%w: appending failed (%w) and cutting it back failed too (%w)", ErrBroken, err, terr)
+		l.mu.Unlock()
+		return fmt.Errorf("%w: appending %d bytes to log segment %s failed (%w) and cutting them back failed too (%w)",
+			ErrUnsure, records, f.Name(), err, terr)
+	}
+	l.zeroed = l.boff
+	return fmt.Errorf("cannot append %d bytes to log segment %s: %w", records, f.Name(), err)
 }
 
 func (l *Log) fault(op string) error {
