@@ -58,13 +58,8 @@ type idemShard struct {
 	m  map[string]*idemEntry
 	// fifo holds finished entries in the order they expire (the window is
 	// the same for all), so expiry pops from the front.
-	fifo []idemExpiry
+	fifo []*idemEntry
 	head int
-}
-
-type idemExpiry struct {
-	key   string
-	entry *idemEntry
 }
 
 func (w *idemWindow) shard(key []byte) *idemShard {
@@ -132,7 +127,7 @@ func (w *idemWindow) complete(e *idemEntry, o *Order, now time.Time) {
 	}
 	e.order = o
 	e.expires = now.Add(w.window)
-	sh.fifo = append(sh.fifo, idemExpiry{key: e.key, entry: e})
+	sh.fifo = append(sh.fifo, e)
 }
 
 // learn records an answer given before a restart, or on another node of a
@@ -143,7 +138,8 @@ func (w *idemWindow) learn(key []byte, o *Order, now time.Time) {
 	if !now.Before(expires) {
 		return
 	}
-	sh := w.shard(key)
+	i := shardOf(key)
+	sh := &w.shards[i]
 	sh.mu.Lock()
 	defer sh.mu.Unlock()
 	if sh.m[string(key)] != nil {
@@ -152,9 +148,9 @@ func (w *idemWindow) learn(key []byte, o *Order, now time.Time) {
 	if sh.m == nil {
 		sh.m = make(map[string]*idemEntry)
 	}
-	e := &idemEntry{item: o.ItemID, quantity: o.Quantity, order: o, expires: expires}
-	sh.m[string(key)] = e
-	sh.fifo = append(sh.fifo, idemExpiry{key: string(key), entry: e})
+	e := &idemEntry{key: string(key), shard: i, item: o.ItemID, quantity: o.Quantity, order: o, expires: expires}
+	sh.m[e.key] = e
+	sh.fifo = append(sh.fifo, e)
 }
 
 // unlearn forgets key's answer when it is the order id: that winner's claim
@@ -212,14 +208,14 @@ func (w *idemWindow) len() int {
 // only kept a little longer, never answered after its expiry (lookup checks).
 func (sh *idemShard) expire(now time.Time, max int) {
 	for max != 0 && sh.head < len(sh.fifo) {
-		x := sh.fifo[sh.head]
-		if now.Before(x.entry.expires) {
+		e := sh.fifo[sh.head]
+		if now.Before(e.expires) {
 			break
 		}
-		if sh.m[x.key] == x.entry {
-			delete(sh.m, x.key)
+		if sh.m[e.key] == e {
+			delete(sh.m, e.key)
 		}
-		sh.fifo[sh.head] = idemExpiry{}
+		sh.fifo[sh.head] = nil
 		sh.head++
 		max--
 	}

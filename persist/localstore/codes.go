@@ -53,7 +53,7 @@ const selectBatch = `SELECT ` + codes.BatchColumns + ` FROM code_batches`
 // Batches reads every batch, by number.
 func (s *Store) Batches(ctx context.Context) ([]codes.Batch, error) {
 	var out []codes.Batch
-	err := s.query(ctx, selectBatch+` ORDER BY number`, nil, func(rows *sql.Rows) error {
+	err := s.query(ctx, selectBatch+` ORDER BY number`, func(rows *sql.Rows) error {
 		b, err := codes.ScanBatch(rows)
 		out = append(out, b)
 		return err

@@ -77,7 +77,7 @@ func (s *Store) Load(ctx context.Context, window time.Duration, now time.Time) (
 // Items lists the item definitions, ordered by id (the engine's Catalog).
 func (s *Store) Items(ctx context.Context) ([]engine.Item, error) {
 	var items []engine.Item
-	err := s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended, created_at FROM items ORDER BY id`, nil, func(rows *sql.Rows) error {
+	err := s.query(ctx, `SELECT id, name, price_cents, stock, per_user_limit, starts_at, ends_at, ended, created_at FROM items ORDER BY id`, func(rows *sql.Rows) error {
 		var it engine.Item
 		var starts, ends, created sql.NullInt64
 		if err := rows.Scan(&it.ID, &it.Name, &it.PriceCents, &it.Stock, &it.PerUserLimit, &starts, &ends, &it.Ended, &created); err != nil {
@@ -93,8 +93,8 @@ func (s *Store) Items(ctx context.Context) ([]engine.Item, error) {
 	return items, err
 }
 
-func (s *Store) query(ctx context.Context, q string, args []any, each func(*sql.Rows) error) error {
-	rows, err := s.r.QueryContext(ctx, q, args...)
+func (s *Store) query(ctx context.Context, q string, each func(*sql.Rows) error) error {
+	rows, err := s.r.QueryContext(ctx, q)
 	if err != nil {
 		return fmt.Errorf("cannot read the order store: %w", err)
 	}

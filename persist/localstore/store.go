@@ -136,14 +136,10 @@ type located struct {
 
 func (x *index) addOrder(o *engine.Order, pos seglog.Pos) { x.add(o.ID, o.UserID, pos) }
 
-// add indexes an order. An id indexed already keeps its first record (the
-// engine's ids are unique; a chain must never loop).
+// add indexes an order whose id is not indexed yet (a chain must never
+// loop): commit checks its batch's ids before writing, replay keeps an id's
+// first record.
 func (x *index) add(id uint64, user string, pos seglog.Pos) {
-	if id <= x.lastID {
-		if _, dup := x.byID[id]; dup {
-			return
-		}
-	}
 	prev := x.byUser[user]
 	x.byUser[user] = id
 	x.byID[id] = located{pos: pos, prev: prev}
@@ -230,6 +226,11 @@ func (s *Store) replay(pos seglog.Pos, rec []byte) error {
 		id, user, err := orderKey(rec)
 		if err != nil {
 			return fmt.Errorf("the record at %d:%d: %w", pos.Segment(), pos.Offset(), err)
+		}
+		if id <= s.idx.lastID { // ids grow with time: only one below the last can be a duplicate
+			if _, dup := s.idx.byID[id]; dup {
+				return nil // an id keeps its first record
+			}
 		}
 		s.idx.add(id, string(user), pos)
 	case kindRedemption:
