@@ -30,5 +30,14 @@ func (s *Store) Collectors() []prometheus.Collector {
 			Name: "flashsale_store_log_segments",
 			Help: "Segment files of the embedded store's order log.",
 		}, func() float64 { _, n := s.log.Size(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "flashsale_store_log_direct_writes",
+			Help: "1 when the order log's commits are direct writes (O_DIRECT|O_DSYNC); 0 before the first commit and where the filesystem refused them (a write and an fdatasync instead).",
+		}, func() float64 {
+			if s.log.Direct() {
+				return 1
+			}
+			return 0
+		}),
 	}
 }

@@ -8,9 +8,10 @@
 // engine already took stock for.
 //
 // Group commit: Append puts the order in the open batch and waits. One writer
-// goroutine takes the whole batch, appends it to the log with one write and
-// makes it durable with one fdatasync; orders that arrive meanwhile form the
-// next batch, so one sync (~0.3 ms here) serves every buyer of that moment.
+// goroutine takes the whole batch and appends it to the log with one durable
+// write (seglog: direct, or a write and an fdatasync); orders that arrive
+// meanwhile form the next batch, so one trip to the disk (~0.2 ms here)
+// serves every buyer of that moment.
 // The log replaced SQLite for orders because SQLite's commit was a third of
 // the server's CPU on the winning path (tuning.md); a store made by an
 // earlier version has its orders moved into the log at Open.

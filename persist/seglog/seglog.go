@@ -1,6 +1,6 @@
 // Package seglog is an append-only log of checksummed records in segment
-// files, made for group commit: one goroutine gathers a batch of records,
-// writes them with one write and makes them durable with one fdatasync.
+// files, made for group commit: one goroutine gathers a batch of records
+// and makes them durable with one write (see Direct writes below).
 //
 // A record is framed as [length uint32][CRC-32C of the payload uint32]
 // [payload], little-endian. Segments are files named by a sequence number
@@ -14,6 +14,21 @@
 // development machine about 40% less latency and CPU per sync than
 // appending to a growing file. A segment is cut to its records when the
 // next one begins. A record is never empty, so zeros end a scan.
+//
+// Direct writes: the segment being appended to is also open with O_DIRECT
+// and O_DSYNC, and a commit is one write of the 4 KiB blocks it touches:
+// the last block's records already written (kept in memory), the batch,
+// zeros to the block's end. The write returns once the blocks are on the
+// disk, with no fdatasync after it and no copy in the page cache: on the
+// development machine about a fifth less latency and a quarter less CPU
+// per commit than a write and an fdatasync (BenchmarkCommit, tuning.md).
+// Reads go through the page cache, whose copy of the blocks a direct write
+// wrote the kernel drops, so a record is readable once committed. Rewriting a block
+// that holds records acknowledged before is safe because they are written
+// again byte for byte: a torn write leaves each sector old or new, and
+// both hold them. A filesystem that refuses O_DIRECT (tmpfs, some network
+// and FUSE filesystems) gets the write and fdatasync instead, as does
+// Options.Buffered.
 //
 // Recovery: Open reads every segment in order. A torn write can only be at
 // the end of the last segment (a crash in the middle of an append), so the
@@ -47,7 +62,9 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
+	"unsafe"
 )
 
 // DefaultSegmentBytes is the size past which a segment is closed and the
@@ -73,10 +90,19 @@ type Options struct {
 	// segment. Default DefaultSegmentBytes.
 	SegmentBytes int64
 	// Fault, when set, is asked before each write, sync and truncation of
-	// a segment ("write", "sync", "truncate") and an error it returns is
-	// taken for the system's: for tests of a disk that refuses.
+	// a segment ("write", "sync", "truncate"), and before a segment is
+	// opened for direct writes and each direct write ("open-direct",
+	// "write-direct"), and an error it returns is taken for the system's:
+	// for tests of a disk that refuses.
 	Fault func(op string) error
+	// Buffered writes through the page cache and syncs with fdatasync,
+	// never with O_DIRECT (which is used where the filesystem takes it).
+	Buffered bool
 }
+
+// block is the alignment of direct writes: a multiple of the logical
+// block size of every disk in use (512 bytes or 4 KiB).
+const block = 4096
 
 // Pos is where a record is: its segment's number and its offset in it.
 type Pos uint64
@@ -106,6 +132,16 @@ type Log struct {
 	bseg    uint32              // the segment the batch goes to
 	boff    int64               // and where in it
 	pending bool                // Begin called, Commit not yet
+
+	// Direct writes (see the package's comment): direct is the segment
+	// being appended to, open with O_DIRECT|O_DSYNC (nil: not open yet,
+	// or buffered); tail is that segment's bytes from the start of the
+	// block holding its end to its end; aligned is the write's buffer.
+	direct   *os.File
+	buffered bool        // O_DIRECT refused, or Options.Buffered
+	directOK atomic.Bool // a direct write has worked
+	tail     []byte
+	aligned  []byte
 }
 
 // ErrBroken is wrapped by every append after one that could not be undone.
@@ -142,7 +178,7 @@ func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
 	if err != nil {
 		return nil, err
 	}
-	l := &Log{opts: opts, segs: make(map[uint32]*os.File, len(nums)+1)}
+	l := &Log{opts: opts, segs: make(map[uint32]*os.File, len(nums)+1), buffered: opts.Buffered}
 	for i, n := range nums {
 		f, err := os.OpenFile(l.path(n), os.O_RDWR, 0)
 		if err != nil {
@@ -192,6 +228,7 @@ func Open(opts Options, replay func(pos Pos, rec []byte) error) (*Log, error) {
 			l.closed += l.end
 		}
 		l.last, l.end, l.zeroed = n, good, int64(len(data))
+		l.tail = append(l.tail[:0], data[good&^(block-1):good]...)
 	}
 	if len(nums) == 0 {
 		if err := l.roll(1); err != nil {
@@ -257,6 +294,11 @@ func frame(b []byte) ([]byte, bool) {
 	rec := b[headerLen : headerLen+int(n)]
 	return rec, crc32.Checksum(rec, castagnoli) == binary.LittleEndian.Uint32(b[4:])
 }
+
+// Direct reports whether commits are direct writes (see the package's
+// comment): false before the first commit, with Options.Buffered, and
+// where the filesystem refused them.
+func (l *Log) Direct() bool { return l.directOK.Load() }
 
 // Cut is how many bytes of a torn tail Open cut off the last segment.
 func (l *Log) Cut() int64 { return l.cut }
@@ -329,31 +371,119 @@ func (l *Log) Commit() error {
 		return l.undo(f, records, err)
 	}
 	l.zeroed = max(l.zeroed, l.boff+int64(len(l.batch)))
+	if l.direct != nil {
+		// A direct write ends at a block's end, zeros after the records.
+		l.zeroed = max(l.zeroed, (l.boff+records+block-1)&^(block-1))
+	}
+	l.keepTail(l.batch[:records])
 	l.mu.Lock()
 	l.end = l.boff + records
 	l.mu.Unlock()
 	if cap(l.batch) > 4<<20 { // one huge batch must not pin its buffer
 		l.batch = nil
 	}
+	if cap(l.aligned) > 4<<20 {
+		l.aligned = nil
+	}
 	return nil
 }
 
-// write writes the batch (with zeros ahead, or not) and syncs it.
+// write writes the batch (with zeros ahead, or not) and makes it durable:
+// with one direct write where the filesystem takes it, else with a write
+// and an fdatasync.
 func (l *Log) write(f *os.File, ahead bool) error {
 	op := "write"
 	if ahead {
 		op = "write+zeros"
 	}
-	err := l.fault(op)
-	if err == nil {
+	if err := l.fault(op); err != nil {
+		return err
+	}
+	direct, err := l.writeDirect(f)
+	if !direct && err == nil {
 		_, err = f.WriteAt(l.batch, l.boff)
 	}
 	if err == nil {
-		if err = l.fault("sync"); err == nil {
+		if err = l.fault("sync"); err == nil && !direct {
 			err = syscall.Fdatasync(int(f.Fd()))
 		}
 	}
 	return err
+}
+
+// writeDirect writes the batch with O_DIRECT|O_DSYNC: the blocks from the
+// one holding the batch's start, the records before it in that block
+// first. It reports false, having written nothing, when the filesystem
+// refuses O_DIRECT; the log then writes through the page cache from now on.
+func (l *Log) writeDirect(f *os.File) (bool, error) {
+	if l.buffered {
+		return false, nil
+	}
+	if l.direct == nil {
+		d, err := l.openDirect(f.Name())
+		if errors.Is(err, syscall.EINVAL) {
+			l.buffered = true
+			return false, nil
+		}
+		if err != nil {
+			return true, fmt.Errorf("cannot open log segment %s for direct writes: %w", f.Name(), err)
+		}
+		l.direct = d
+	}
+	start := l.boff &^ (block - 1)
+	if int64(len(l.tail)) != l.boff-start {
+		panic(fmt.Sprintf("seglog: %d bytes of the last block kept for a batch at %d", len(l.tail), l.boff))
+	}
+	n := len(l.tail) + len(l.batch)
+	buf := l.alignedBuffer((n + block - 1) &^ (block - 1))
+	copy(buf[copy(buf, l.tail):], l.batch)
+	clear(buf[n:])
+	err := l.fault("write-direct")
+	if err == nil {
+		_, err = l.direct.WriteAt(buf, start)
+	}
+	if errors.Is(err, syscall.EINVAL) && !l.directOK.Load() {
+		// The first direct write, refused before any I/O (for its
+		// alignment or its flags): this filesystem opened the file
+		// for direct writes but does not do them.
+		l.direct.Close()
+		l.direct, l.buffered = nil, true
+		return false, nil
+	}
+	if err == nil && !l.directOK.Load() {
+		l.directOK.Store(true)
+	}
+	return true, err
+}
+
+func (l *Log) openDirect(name string) (*os.File, error) {
+	if err := l.fault("open-direct"); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT|syscall.O_DSYNC, 0)
+}
+
+// alignedBuffer returns n bytes (a multiple of block) at an address that
+// is a multiple of block, as O_DIRECT needs.
+func (l *Log) alignedBuffer(n int) []byte {
+	if cap(l.aligned) < n {
+		b := make([]byte, n+block)
+		skip := (block - int(uintptr(unsafe.Pointer(&b[0]))&(block-1))) & (block - 1)
+		l.aligned = b[skip : skip+n]
+	}
+	return l.aligned[:n]
+}
+
+// keepTail updates the last block's bytes after records were appended at
+// l.boff.
+func (l *Log) keepTail(records []byte) {
+	end := l.boff + int64(len(records))
+	keep := int(end & (block - 1)) // the bytes of the last block
+	if keep > len(records) {
+		l.tail = append(l.tail, records...)
+		return
+	}
+	l.tail = append(l.tail[:0], records[len(records)-keep:]...)
 }
 
 // undo cuts f back to before the batch after err: after a failed write or
@@ -409,6 +539,11 @@ func (l *Log) roll(n uint32) error {
 		os.Remove(f.Name())
 		return err
 	}
+	if l.direct != nil {
+		l.direct.Close()
+		l.direct = nil
+	}
+	l.tail = l.tail[:0]
 	l.mu.Lock()
 	l.segs[n] = f
 	l.closed += l.end
@@ -511,6 +646,10 @@ func (l *Log) Close() error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	var errs []error
+	if l.direct != nil {
+		errs = append(errs, l.direct.Close())
+		l.direct = nil
+	}
 	for _, f := range l.segs {
 		errs = append(errs, f.Close())
 	}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -26,6 +28,13 @@ func collect(t testing.TB, opts Options) (*Log, [][]byte, []Pos) {
 	return l, recs, pos
 }
 
+// writeModes runs test with direct writes (where the filesystem takes
+// them) and with writes through the page cache.
+func writeModes(t *testing.T, test func(t *testing.T, buffered bool)) {
+	t.Run("direct", func(t *testing.T) { test(t, false) })
+	t.Run("buffered", func(t *testing.T) { test(t, true) })
+}
+
 func appendBatch(t testing.TB, l *Log, recs ...string) []Pos {
 	t.Helper()
 	if err := l.Begin(); err != nil {
@@ -41,8 +50,10 @@ func appendBatch(t testing.TB, l *Log, recs ...string) []Pos {
 	return pos
 }
 
-func TestAppendReadReopen(t *testing.T) {
-	opts := Options{Dir: t.TempDir(), SegmentBytes: 100}
+func TestAppendReadReopen(t *testing.T) { writeModes(t, testAppendReadReopen) }
+
+func testAppendReadReopen(t *testing.T, buffered bool) {
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), SegmentBytes: 100}
 	l, recs, _ := collect(t, opts)
 	if len(recs) != 0 {
 		t.Fatalf("a new log replays %d records", len(recs))
@@ -109,9 +120,11 @@ func TestAppendReadReopen(t *testing.T) {
 // (or zeros, where the size reached the disk before the data): recovery
 // keeps the records before the batch and the batch's whole records, cuts
 // the rest, and appends after the cut.
-func TestTornTailIsCut(t *testing.T) {
+func TestTornTailIsCut(t *testing.T) { writeModes(t, testTornTailIsCut) }
+
+func testTornTailIsCut(t *testing.T, buffered bool) {
 	base := t.TempDir()
-	src := Options{Dir: filepath.Join(base, "src"), SegmentBytes: 4096} // small: a few KiB of zeros ahead, not MiBs
+	src := Options{Buffered: buffered, Dir: filepath.Join(base, "src"), SegmentBytes: 4096} // small: a few KiB of zeros ahead, not MiBs
 	l, _, _ := collect(t, src)
 	appendBatch(t, l, "first", "second")
 	appendBatch(t, l, "third", "fourth is longer")
@@ -135,7 +148,7 @@ func TestTornTailIsCut(t *testing.T) {
 			if err := os.WriteFile(filepath.Join(dir, "00000001.log"), torn, 0o640); err != nil {
 				t.Fatal(err)
 			}
-			l, recs, _ := collect(t, Options{Dir: dir, SegmentBytes: 4096})
+			l, recs, _ := collect(t, Options{Buffered: buffered, Dir: dir, SegmentBytes: 4096})
 			whole := 0
 			for whole < len(ends) && ends[whole] <= n {
 				whole++
@@ -160,7 +173,7 @@ func TestTornTailIsCut(t *testing.T) {
 			}
 			appendBatch(t, l, "after")
 			l.Close()
-			l, recs, _ = collect(t, Options{Dir: dir, SegmentBytes: 4096})
+			l, recs, _ = collect(t, Options{Buffered: buffered, Dir: dir, SegmentBytes: 4096})
 			if len(recs) != whole+1 || string(recs[whole]) != "after" || l.Cut() != 0 {
 				t.Fatalf("cut at %d: after appending, %d records back, cut %d", n, len(recs), l.Cut())
 			}
@@ -172,8 +185,10 @@ func TestTornTailIsCut(t *testing.T) {
 // Zeros after the last segment's records are space written ahead: they
 // stay for the next appends. After an earlier segment's records, which the
 // roll cut, they are damage (a lost write reads as zeros).
-func TestZerosAfterTheRecords(t *testing.T) {
-	opts := Options{Dir: t.TempDir(), SegmentBytes: 32}
+func TestZerosAfterTheRecords(t *testing.T) { writeModes(t, testZerosAfterTheRecords) }
+
+func testZerosAfterTheRecords(t *testing.T, buffered bool) {
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), SegmentBytes: 32}
 	l, _, _ := collect(t, opts)
 	appendBatch(t, l, "in the first segment, which is long enough to roll")
 	appendBatch(t, l, "second")
@@ -209,8 +224,10 @@ func TestZerosAfterTheRecords(t *testing.T) {
 // A torn batch may leave its later pages on disk and not its first: an
 // intact record after a gap of zeros was never acknowledged. It is cut, and
 // a later append that fills the gap exactly does not bring it back.
-func TestIntactRecordAfterAGapIsCut(t *testing.T) {
-	opts := Options{Dir: t.TempDir(), SegmentBytes: 4096}
+func TestIntactRecordAfterAGapIsCut(t *testing.T) { writeModes(t, testIntactRecordAfterAGapIsCut) }
+
+func testIntactRecordAfterAGapIsCut(t *testing.T, buffered bool) {
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), SegmentBytes: 4096}
 	l, _, _ := collect(t, opts)
 	appendBatch(t, l, "acknowledged")
 	l.Close()
@@ -235,15 +252,17 @@ func TestIntactRecordAfterAGapIsCut(t *testing.T) {
 }
 
 // A disk too full for the zeros ahead still takes the records alone.
-func TestNoRoomForZerosAhead(t *testing.T) {
+func TestNoRoomForZerosAhead(t *testing.T) { writeModes(t, testNoRoomForZerosAhead) }
+
+func testNoRoomForZerosAhead(t *testing.T, buffered bool) {
 	var f faults
-	opts := Options{Dir: t.TempDir(), SegmentBytes: 4096, Fault: f.check}
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), SegmentBytes: 4096, Fault: f.check}
 	l, _, _ := collect(t, opts)
 	f.set("write+zeros")
 	appendBatch(t, l, "fits", "without the zeros")
 	l.Close()
 	f.set()
-	l, recs, _ := collect(t, Options{Dir: opts.Dir})
+	l, recs, _ := collect(t, Options{Buffered: buffered, Dir: opts.Dir})
 	defer l.Close()
 	if fmt.Sprintf("%q", recs) != `["fits" "without the zeros"]` {
 		t.Fatalf("records %q", recs)
@@ -305,11 +324,13 @@ func (f *faults) check(op string) error {
 // A failed write or sync leaves nothing that comes back at the next start
 // (the failed batch is longer than what follows it, so that writing over
 // it could not hide a missing cut), and the log goes on from where it was.
-func TestFailedAppendLeavesNothing(t *testing.T) {
+func TestFailedAppendLeavesNothing(t *testing.T) { writeModes(t, testFailedAppendLeavesNothing) }
+
+func testFailedAppendLeavesNothing(t *testing.T, buffered bool) {
 	for _, op := range []string{"write", "sync"} {
 		t.Run(op, func(t *testing.T) {
 			var f faults
-			opts := Options{Dir: t.TempDir(), Fault: f.check}
+			opts := Options{Buffered: buffered, Dir: t.TempDir(), Fault: f.check}
 			l, _, _ := collect(t, opts)
 			appendBatch(t, l, "kept")
 			f.set(op)
@@ -322,13 +343,13 @@ func TestFailedAppendLeavesNothing(t *testing.T) {
 			}
 			f.set()
 			l.Close()
-			l, recs, _ := collect(t, Options{Dir: opts.Dir, Fault: f.check})
+			l, recs, _ := collect(t, Options{Buffered: buffered, Dir: opts.Dir, Fault: f.check})
 			if fmt.Sprintf("%q", recs) != `["kept"]` {
 				t.Fatalf("records after a failed %s: %q", op, recs)
 			}
 			appendBatch(t, l, "after")
 			l.Close()
-			l, recs, _ = collect(t, Options{Dir: opts.Dir})
+			l, recs, _ = collect(t, Options{Buffered: buffered, Dir: opts.Dir})
 			defer l.Close()
 			if fmt.Sprintf("%q", recs) != `["kept" "after"]` {
 				t.Fatalf("records after a failed %s: %q", op, recs)
@@ -339,9 +360,11 @@ func TestFailedAppendLeavesNothing(t *testing.T) {
 
 // When the failed batch cannot be cut off either, the log refuses every
 // later append: an append after it could make the failed records durable.
-func TestBrokenWhenTheCutFails(t *testing.T) {
+func TestBrokenWhenTheCutFails(t *testing.T) { writeModes(t, testBrokenWhenTheCutFails) }
+
+func testBrokenWhenTheCutFails(t *testing.T, buffered bool) {
 	var f faults
-	opts := Options{Dir: t.TempDir(), Fault: f.check}
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), Fault: f.check}
 	l, _, _ := collect(t, opts)
 	defer l.Close()
 	f.set("sync", "truncate")
@@ -409,4 +432,118 @@ func appendFrame(dst, rec []byte) []byte {
 	l := &Log{pending: true, batch: dst}
 	l.Add(rec)
 	return l.batch
+}
+
+// Batches of every size, read back at once (so that the block a direct
+// write rewrites was just read through the page cache), across block and
+// segment ends and a reopening: both ways of writing give the same records
+// and the same bytes on disk.
+func TestBlocksRewrittenByLaterBatches(t *testing.T) {
+	segments := map[bool][][]byte{}
+	for _, buffered := range []bool{false, true} {
+		opts := Options{Dir: t.TempDir(), SegmentBytes: 64 << 10, Buffered: buffered}
+		l, _, _ := collect(t, opts)
+		rnd := rand.New(rand.NewPCG(1, 2))
+		var want []string
+		for b := range 400 {
+			if b == 200 {
+				l.Close()
+				var recs [][]byte
+				l, recs, _ = collect(t, opts)
+				if len(recs) != len(want) {
+					t.Fatalf("reopened with %d records, want %d", len(recs), len(want))
+				}
+			}
+			batch := make([]string, 1+rnd.IntN(6))
+			for i := range batch {
+				batch[i] = fmt.Sprintf("%d.%d %s", b, i, bytes.Repeat([]byte{'x'}, rnd.IntN(1200)))
+			}
+			for i, p := range appendBatch(t, l, batch...) {
+				if got, err := l.Read(p, nil); err != nil || string(got) != batch[i] {
+					t.Fatalf("batch %d: Read(%d:%d) = %d bytes, %v; want %d bytes", b, p.Segment(), p.Offset(), len(got), err, len(batch[i]))
+				}
+			}
+			want = append(want, batch...)
+		}
+		if want := !buffered && !refusesDirect(t, opts.Dir); l.Direct() != want {
+			t.Fatalf("Direct() = %v with Buffered %v", l.Direct(), buffered)
+		}
+		l.Close()
+		l, recs, _ := collect(t, opts)
+		l.Close()
+		if len(recs) != len(want) {
+			t.Fatalf("buffered %v: %d records back, want %d", buffered, len(recs), len(want))
+		}
+		for i := range recs {
+			if string(recs[i]) != want[i] {
+				t.Fatalf("buffered %v: record %d differs", buffered, i)
+			}
+		}
+		files, _ := filepath.Glob(filepath.Join(opts.Dir, "*.log"))
+		for _, f := range files {
+			b, _ := os.ReadFile(f)
+			segments[buffered] = append(segments[buffered], bytes.TrimRight(b, "\x00"))
+		}
+	}
+	if len(segments[false]) < 3 || len(segments[false]) != len(segments[true]) {
+		t.Fatalf("%d segments written directly, %d through the page cache", len(segments[false]), len(segments[true]))
+	}
+	for i := range segments[false] {
+		if !bytes.Equal(segments[false][i], segments[true][i]) {
+			t.Fatalf("segment %d differs between direct and buffered writes", i+1)
+		}
+	}
+}
+
+// Where the filesystem takes O_DIRECT, commits are direct writes; where it
+// refuses it, the log writes through the page cache and loses nothing.
+func TestDirectWritesOrTheirFallback(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := collect(t, Options{Dir: filepath.Join(dir, "direct")})
+	appendBatch(t, l, "a")
+	if !l.Direct() && !refusesDirect(t, dir) {
+		t.Fatal("commits are not direct writes on a filesystem that takes them")
+	}
+	l.Close()
+
+	// Refused when the segment is opened, or at the first direct write.
+	for _, refused := range []string{"open-direct", "write-direct"} {
+		refuse := func(op string) error {
+			if op == refused {
+				return syscall.EINVAL
+			}
+			return nil
+		}
+		opts := Options{Dir: filepath.Join(dir, refused), Fault: refuse}
+		l, _, _ = collect(t, opts)
+		appendBatch(t, l, "first", "second")
+		appendBatch(t, l, "third")
+		if l.Direct() {
+			t.Fatalf("Direct() after %s was refused", refused)
+		}
+		l.Close()
+		l, recs, _ := collect(t, opts)
+		appendBatch(t, l, "fourth")
+		l.Close()
+		if fmt.Sprintf("%q", recs) != `["first" "second" "third"]` {
+			t.Fatalf("%s refused: records %q", refused, recs)
+		}
+	}
+}
+
+// refusesDirect reports whether dir's filesystem refuses O_DIRECT (tmpfs).
+func refusesDirect(t *testing.T, dir string) bool {
+	f, err := os.CreateTemp(dir, "direct-probe")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0)
+	if err != nil {
+		t.Logf("O_DIRECT refused here: %v", err)
+		return true
+	}
+	d.Close()
+	return false
 }
