@@ -23,12 +23,12 @@
 // development machine about a fifth less latency and a quarter less CPU
 // per commit than a write and an fdatasync (BenchmarkCommit, tuning.md).
 // Reads go through the page cache, whose copy of the blocks a direct write
-// wrote the kernel drops, so a record is readable once committed. Rewriting a block
-// that holds records acknowledged before is safe because they are written
-// again byte for byte: a torn write leaves each sector old or new, and
-// both hold them. A filesystem that refuses O_DIRECT (tmpfs, some network
-// and FUSE filesystems) gets the write and fdatasync instead, as does
-// Options.Buffered.
+// wrote the kernel drops, so a record is readable once committed.
+// Rewriting a block that holds records acknowledged before is safe because
+// they are written again byte for byte: a torn write leaves each sector
+// old or new, and both hold them. A filesystem that refuses O_DIRECT
+// (tmpfs before Linux 6.6, some network and FUSE filesystems) gets the
+// write and fdatasync instead, as does Options.Buffered.
 //
 // Recovery: Open reads every segment in order. A torn write can only be at
 // the end of the last segment (a crash in the middle of an append), so the
@@ -454,6 +454,26 @@ func (l *Log) writeDirect(f *os.File) (bool, error) {
 		l.directOK.Store(true)
 	}
 	return true, err
+}
+
+// TakesDirect reports whether the filesystem of dir takes O_DIRECT, by
+// opening a file of its own there that way (then removing it). tmpfs
+// before Linux 6.6, for one, refuses it.
+func TakesDirect(dir string) (bool, error) {
+	f, err := os.CreateTemp(dir, "direct-probe-*")
+	if err != nil {
+		return false, err
+	}
+	f.Close()
+	defer os.Remove(f.Name())
+	d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0)
+	if errors.Is(err, syscall.EINVAL) {
+		return false, nil
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, d.Close()
 }
 
 func (l *Log) openDirect(name string) (*os.File, error) {

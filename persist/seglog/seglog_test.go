@@ -465,7 +465,7 @@ func TestBlocksRewrittenByLaterBatches(t *testing.T) {
 			}
 			want = append(want, batch...)
 		}
-		if want := !buffered && !refusesDirect(t, opts.Dir); l.Direct() != want {
+		if want := !buffered && takesDirect(t, opts.Dir); l.Direct() != want {
 			t.Fatalf("Direct() = %v with Buffered %v", l.Direct(), buffered)
 		}
 		l.Close()
@@ -501,7 +501,7 @@ func TestDirectWritesOrTheirFallback(t *testing.T) {
 	dir := t.TempDir()
 	l, _, _ := collect(t, Options{Dir: filepath.Join(dir, "direct")})
 	appendBatch(t, l, "a")
-	if !l.Direct() && !refusesDirect(t, dir) {
+	if !l.Direct() && takesDirect(t, dir) {
 		t.Fatal("commits are not direct writes on a filesystem that takes them")
 	}
 	l.Close()
@@ -531,19 +531,14 @@ func TestDirectWritesOrTheirFallback(t *testing.T) {
 	}
 }
 
-// refusesDirect reports whether dir's filesystem refuses O_DIRECT (tmpfs).
-func refusesDirect(t *testing.T, dir string) bool {
-	f, err := os.CreateTemp(dir, "direct-probe")
+func takesDirect(t *testing.T, dir string) bool {
+	t.Helper()
+	ok, err := TakesDirect(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f.Close()
-	defer os.Remove(f.Name())
-	d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0)
-	if err != nil {
-		t.Logf("O_DIRECT refused here: %v", err)
-		return true
+	if !ok {
+		t.Logf("the filesystem of %s refuses O_DIRECT", dir)
 	}
-	d.Close()
-	return false
+	return ok
 }
