@@ -40,13 +40,14 @@ test-race:
 	$(GO) test -race -count=1 ./...
 
 test-alloc:
-	$(GO) test -count=1 -run 'DoesNotAllocate' ./...
+	$(GO) test -count=1 -run 'DoesNotAllocate|Allocations' ./...
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzIdentifiers$$' -fuzztime $(FUZZTIME) ./engine
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePurchase$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzPurchaseHandler$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzIdempotencyKey$$' -fuzztime $(FUZZTIME) ./server
+	$(GO) test -run '^$$' -fuzz '^FuzzOrderJSON$$' -fuzztime $(FUZZTIME) ./server
 	$(GO) test -run '^$$' -fuzz '^FuzzDecode$$' -fuzztime $(FUZZTIME) ./persist/orderlog
 	$(GO) test -run '^$$' -fuzz '^FuzzCheck$$' -fuzztime $(FUZZTIME) ./codes
 	$(GO) test -run '^$$' -fuzz '^FuzzRequestStart$$' -fuzztime $(FUZZTIME) ./server/admission

@@ -465,11 +465,11 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 		}
 		r.entry = ent
 	}
-	if !it.users.reserve(req.UserID, q, cfg.PerUserLimit) {
+	r.user = strings.Clone(req.UserID) // the request's may alias a pooled buffer
+	if !it.users.reserve(r.user, q, cfg.PerUserLimit) {
 		r.undo(ctx)
 		return nil, false, ErrLimitExceeded
 	}
-	r.user = strings.Clone(req.UserID)
 	r.userHeld = true
 	if ok, err := e.takeStock(ctx, it, q); !ok {
 		if errors.Is(err, ErrLedgerLost) {

@@ -37,8 +37,9 @@ func (l *userLedger) held(user string) int64 {
 	return n
 }
 
-// reserve adds q units to user's count unless that would pass limit. user
-// may alias a caller's buffer: the map keeps its own copy.
+// reserve adds q units to user's count unless that would pass limit. A new
+// user becomes the map's key as it is: user must not alias a buffer that is
+// reused (the purchase clones it once, for this and for its order).
 func (l *userLedger) reserve(user string, q, limit int64) bool {
 	sh := l.shard(user)
 	sh.mu.Lock()
@@ -47,11 +48,8 @@ func (l *userLedger) reserve(user string, q, limit int64) bool {
 	if n+q > limit {
 		return false
 	}
-	if !ok {
-		if sh.m == nil {
-			sh.m = make(map[string]int64)
-		}
-		user = strings.Clone(user)
+	if !ok && sh.m == nil {
+		sh.m = make(map[string]int64)
 	}
 	sh.m[user] = n + q
 	return true

@@ -10,6 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/flashsale/flashsale/engine"
 	"github.com/flashsale/flashsale/server/admission"
 )
 
@@ -62,5 +63,24 @@ func TestSoldOutPurchaseWithAdmissionDoesNotAllocate(t *testing.T) {
 	do()
 	if n := testing.AllocsPerRun(2000, do); n != 0 {
 		t.Fatalf("sold-out purchase through admission control allocates %v times", n)
+	}
+}
+
+// The winner's answer (its order, built by hand into a pooled buffer) does
+// not allocate either.
+func TestOrderAnswerDoesNotAllocate(t *testing.T) {
+	var ctx fasthttp.RequestCtx
+	o := &engine.Order{ID: 385862934175154176, ItemID: "phone-1", UserID: "u-42", Quantity: 1, PriceCents: 19900,
+		CreatedAt: time.Date(2026, 11, 30, 18, 41, 32, 494e6, time.UTC)}
+	do := func() {
+		ctx.Response.Reset()
+		writeOrder(&ctx, fasthttp.StatusCreated, o, engine.Accepted.String())
+	}
+	do()
+	if n := testing.AllocsPerRun(2000, do); n != 0 {
+		t.Fatalf("writing an order allocates %v times", n)
+	}
+	if got := string(ctx.Response.Body()); got != `{"order_id":"385862934175154176","item_id":"phone-1","user_id":"u-42","quantity":1,"price_cents":19900,"status":"accepted","created_at":"2026-11-30T18:41:32.494Z"}` {
+		t.Fatalf("body %s", got)
 	}
 }

@@ -38,8 +38,7 @@ func (s *Server) getOrder(ctx *fasthttp.RequestCtx) {
 	case !ok:
 		writeError(ctx, codeOrderNotFound, "no order ", raw)
 	default:
-		oj := toOrderJSON(o)
-		writeJSON(ctx, fasthttp.StatusOK, &oj)
+		writeOrder(ctx, fasthttp.StatusOK, o, o.Status.String())
 	}
 }
 
@@ -67,11 +66,5 @@ func (s *Server) userOrders(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, engine.CodeUnavailable, "the order store is unavailable; retry later")
 		return
 	}
-	list := struct {
-		Orders []orderJSON `json:"orders"`
-	}{Orders: make([]orderJSON, len(orders))}
-	for i, o := range orders {
-		list.Orders[i] = toOrderJSON(o)
-	}
-	writeJSON(ctx, fasthttp.StatusOK, &list)
+	writeOrderList(ctx, orders)
 }

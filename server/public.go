@@ -296,9 +296,8 @@ func (s *Server) purchase(ctx *fasthttp.RequestCtx, itemID string) {
 	}
 	var loc [64]byte
 	ctx.Response.Header.SetBytesV("Location", strconv.AppendUint(append(loc[:0], "/api/v1/orders/"...), o.ID, 10))
-	oj := toOrderJSON(o)
-	oj.Status = engine.Accepted.String() // the answer to a purchase, first or replayed
-	writeJSON(ctx, fasthttp.StatusCreated, &oj)
+	// The answer to a purchase, first or replayed, is "accepted".
+	writeOrder(ctx, fasthttp.StatusCreated, o, engine.Accepted.String())
 }
 
 // decide asks the engine, in a span of its own when the request is traced.
