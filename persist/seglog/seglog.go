@@ -27,8 +27,9 @@
 // Rewriting a block that holds records acknowledged before is safe because
 // they are written again byte for byte: a torn write leaves each sector
 // old or new, and both hold them. A filesystem that refuses O_DIRECT
-// (tmpfs before Linux 6.6, some network and FUSE filesystems) gets the
-// write and fdatasync instead, as does Options.Buffered.
+// (tmpfs before Linux 6.6, some network and FUSE filesystems), or a disk
+// that refuses its 4 KiB alignment, gets the write and fdatasync instead,
+// from the refusal on, as does Options.Buffered.
 //
 // Recovery: Open reads every segment in order. A torn write can only be at
 // the end of the last segment (a crash in the middle of an append), so the
@@ -420,8 +421,8 @@ func (l *Log) writeDirect(f *os.File) (bool, error) {
 		return false, nil
 	}
 	if l.direct == nil {
-		d, err := l.openDirect(f.Name())
-		if errors.Is(err, syscall.EINVAL) {
+		d, err := l.openDirect(f)
+		if refusesDirect(err) {
 			l.buffered = true
 			return false, nil
 		}
@@ -442,12 +443,14 @@ func (l *Log) writeDirect(f *os.File) (bool, error) {
 	if err == nil {
 		_, err = l.direct.WriteAt(buf, start)
 	}
-	if errors.Is(err, syscall.EINVAL) && !l.directOK.Load() {
-		// The first direct write, refused before any I/O (for its
-		// alignment or its flags): this filesystem opened the file
-		// for direct writes but does not do them.
+	if refusesDirect(err) {
+		// Refused before any I/O, for its flags or its alignment (a
+		// disk whose blocks are larger than 4 KiB, met at the first
+		// write that does not start at a multiple of its block):
+		// write through the page cache from now on.
 		l.direct.Close()
 		l.direct, l.buffered = nil, true
+		l.directOK.Store(false)
 		return false, nil
 	}
 	if err == nil && !l.directOK.Load() {
@@ -457,8 +460,8 @@ func (l *Log) writeDirect(f *os.File) (bool, error) {
 }
 
 // TakesDirect reports whether the filesystem of dir takes O_DIRECT, by
-// opening a file of its own there that way (then removing it). tmpfs
-// before Linux 6.6, for one, refuses it.
+// writing a block to a file of its own there that way (then removing it).
+// tmpfs before Linux 6.6, for one, refuses it.
 func TakesDirect(dir string) (bool, error) {
 	f, err := os.CreateTemp(dir, "direct-probe-*")
 	if err != nil {
@@ -467,20 +470,40 @@ func TakesDirect(dir string) (bool, error) {
 	f.Close()
 	defer os.Remove(f.Name())
 	d, err := os.OpenFile(f.Name(), os.O_WRONLY|syscall.O_DIRECT, 0)
-	if errors.Is(err, syscall.EINVAL) {
+	if refusesDirect(err) {
 		return false, nil
 	}
 	if err != nil {
 		return false, err
 	}
-	return true, d.Close()
+	defer d.Close()
+	var probe Log
+	_, err = d.WriteAt(probe.alignedBuffer(block), 0)
+	if refusesDirect(err) {
+		return false, nil
+	}
+	return err == nil, err
 }
 
-func (l *Log) openDirect(name string) (*os.File, error) {
+// openDirect opens f's file again for direct writes, through f's own
+// descriptor where /proc is mounted: the same file even if its name has
+// changed since.
+func (l *Log) openDirect(f *os.File) (*os.File, error) {
 	if err := l.fault("open-direct"); err != nil {
 		return nil, err
 	}
-	return os.OpenFile(name, os.O_WRONLY|syscall.O_DIRECT|syscall.O_DSYNC, 0)
+	const flags = os.O_WRONLY | syscall.O_DIRECT | syscall.O_DSYNC
+	d, err := os.OpenFile("/proc/self/fd/"+strconv.Itoa(int(f.Fd())), flags, 0)
+	if errors.Is(err, fs.ErrNotExist) {
+		d, err = os.OpenFile(f.Name(), flags, 0)
+	}
+	return d, err
+}
+
+// refusesDirect reports whether err is a filesystem's refusal of O_DIRECT
+// (or of its alignment), which comes before any I/O.
+func refusesDirect(err error) bool {
+	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP)
 }
 
 // alignedBuffer returns n bytes (a multiple of block) at an address that

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 )
@@ -327,7 +328,11 @@ func (f *faults) check(op string) error {
 func TestFailedAppendLeavesNothing(t *testing.T) { writeModes(t, testFailedAppendLeavesNothing) }
 
 func testFailedAppendLeavesNothing(t *testing.T, buffered bool) {
-	for _, op := range []string{"write", "sync"} {
+	ops := []string{"write", "sync"}
+	if !buffered {
+		ops = append(ops, "write-direct") // an I/O error, not a refusal of O_DIRECT
+	}
+	for _, op := range ops {
 		t.Run(op, func(t *testing.T) {
 			var f faults
 			opts := Options{Buffered: buffered, Dir: t.TempDir(), Fault: f.check}
@@ -506,17 +511,29 @@ func TestDirectWritesOrTheirFallback(t *testing.T) {
 	}
 	l.Close()
 
-	// Refused when the segment is opened, or at the first direct write.
-	for _, refused := range []string{"open-direct", "write-direct"} {
+	// Refused when the segment is opened, at the first direct write, or
+	// at a later one (a disk whose blocks are larger than 4 KiB refuses
+	// the first write that does not start at a multiple of its block).
+	for i, c := range []struct {
+		op    string
+		err   error
+		after int // direct writes that work before the refusals begin
+	}{{"open-direct", syscall.EINVAL, 0}, {"write-direct", syscall.EINVAL, 0},
+		{"write-direct", syscall.EOPNOTSUPP, 0}, {"write-direct", syscall.EINVAL, 1}} {
+		var worked atomic.Int64
 		refuse := func(op string) error {
-			if op == refused {
-				return syscall.EINVAL
+			if op == c.op && (op != "write-direct" || worked.Add(1) > int64(c.after)) {
+				return c.err
 			}
 			return nil
 		}
-		opts := Options{Dir: filepath.Join(dir, refused), Fault: refuse}
+		refused := fmt.Sprintf("%d-%s-%v", i, c.op, c.err)
+		opts := Options{Dir: filepath.Join(dir, fmt.Sprint(i)), Fault: refuse}
 		l, _, _ = collect(t, opts)
 		appendBatch(t, l, "first", "second")
+		if l.Direct() != (c.after > 0) {
+			t.Fatalf("%s: Direct() = %v after one commit", refused, l.Direct())
+		}
 		appendBatch(t, l, "third")
 		if l.Direct() {
 			t.Fatalf("Direct() after %s was refused", refused)
@@ -541,4 +558,28 @@ func takesDirect(t *testing.T, dir string) bool {
 		t.Logf("the filesystem of %s refuses O_DIRECT", dir)
 	}
 	return ok
+}
+
+// The segment is opened for direct writes through its own descriptor: a
+// directory renamed under the log does not send them to another file.
+func TestDirectWritesFollowTheDescriptor(t *testing.T) {
+	base := t.TempDir()
+	if !takesDirect(t, base) {
+		t.Skip("no direct writes here")
+	}
+	opts := Options{Dir: filepath.Join(base, "a")}
+	l, _, _ := collect(t, opts)
+	if err := os.Rename(opts.Dir, filepath.Join(base, "b")); err != nil {
+		t.Fatal(err)
+	}
+	pos := appendBatch(t, l, "written after the rename")
+	if got, err := l.Read(pos[0], nil); err != nil || string(got) != "written after the rename" || !l.Direct() {
+		t.Fatalf("Read = %q, %v; Direct() = %v", got, err, l.Direct())
+	}
+	l.Close()
+	l, recs, _ := collect(t, Options{Dir: filepath.Join(base, "b")})
+	defer l.Close()
+	if fmt.Sprintf("%q", recs) != `["written after the rename"]` {
+		t.Fatalf("records %q", recs)
+	}
 }
