@@ -66,6 +66,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"unsafe"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultSegmentBytes is the size past which a segment is closed and the
@@ -143,6 +145,7 @@ type Log struct {
 	directOK atomic.Bool // a direct write has worked
 	tail     []byte
 	aligned  []byte
+	vecs     [][]byte // a commit's pieces: its records, zeros ahead
 }
 
 // ErrBroken is wrapped by every append after one that could not be undone.
@@ -354,31 +357,32 @@ func (l *Log) Commit() error {
 	f := l.segs[l.bseg]
 	l.mu.RUnlock()
 	records := int64(len(l.batch))
-	ahead := l.boff+records > l.zeroed
-	if ahead {
-		l.batch = append(l.batch, make([]byte, min(zerosAhead, l.opts.SegmentBytes))...)
+	var zeros int64
+	if l.boff+records > l.zeroed {
+		zeros = min(zerosAhead, l.opts.SegmentBytes)
 	}
-	err := l.write(f, ahead)
-	if err != nil && ahead {
+	err := l.write(f, zeros)
+	if err != nil && zeros > 0 {
 		// The zeros may be what did not fit (a nearly full disk): cut
 		// back, then write the records alone.
 		if err := l.undo(f, records, err); errors.Is(err, ErrUnsure) {
 			return err
 		}
-		l.batch, ahead = l.batch[:records], false
-		err = l.write(f, ahead)
+		zeros = 0
+		err = l.write(f, zeros)
 	}
 	if err != nil {
 		return l.undo(f, records, err)
 	}
-	l.zeroed = max(l.zeroed, l.boff+int64(len(l.batch)))
+	end := l.boff + records
+	l.zeroed = max(l.zeroed, end+zeros)
 	if l.direct != nil {
 		// A direct write ends at a block's end, zeros after the records.
-		l.zeroed = max(l.zeroed, (l.boff+records+block-1)&^(block-1))
+		l.zeroed = max(l.zeroed, roundUp(end)+roundUp(zeros))
 	}
-	l.keepTail(l.batch[:records])
+	l.keepTail(l.batch)
 	l.mu.Lock()
-	l.end = l.boff + records
+	l.end = end
 	l.mu.Unlock()
 	if cap(l.batch) > 4<<20 { // one huge batch must not pin its buffer
 		l.batch = nil
@@ -389,20 +393,21 @@ func (l *Log) Commit() error {
 	return nil
 }
 
-// write writes the batch (with zeros ahead, or not) and makes it durable:
-// with one direct write where the filesystem takes it, else with a write
-// and an fdatasync.
-func (l *Log) write(f *os.File, ahead bool) error {
+// write writes the batch and that many zeros after it, and makes them
+// durable: with one direct write where the filesystem takes it, else with
+// a write and an fdatasync.
+func (l *Log) write(f *os.File, zeros int64) error {
 	op := "write"
-	if ahead {
+	if zeros > 0 {
 		op = "write+zeros"
 	}
 	if err := l.fault(op); err != nil {
 		return err
 	}
-	direct, err := l.writeDirect(f)
+	direct, err := l.writeDirect(f, zeros)
 	if !direct && err == nil {
-		_, err = f.WriteAt(l.batch, l.boff)
+		l.vecs = appendZeros(append(l.vecs[:0], l.batch), zeros)
+		err = pwritev(f, l.vecs, l.boff)
 	}
 	if err == nil {
 		if err = l.fault("sync"); err == nil && !direct {
@@ -416,7 +421,7 @@ func (l *Log) write(f *os.File, ahead bool) error {
 // one holding the batch's start, the records before it in that block
 // first. It reports false, having written nothing, when the filesystem
 // refuses O_DIRECT; the log then writes through the page cache from now on.
-func (l *Log) writeDirect(f *os.File) (bool, error) {
+func (l *Log) writeDirect(f *os.File, zeros int64) (bool, error) {
 	if l.buffered {
 		return false, nil
 	}
@@ -436,12 +441,13 @@ func (l *Log) writeDirect(f *os.File) (bool, error) {
 		panic(fmt.Sprintf("seglog: %d bytes of the last block kept for a batch at %d", len(l.tail), l.boff))
 	}
 	n := len(l.tail) + len(l.batch)
-	buf := l.alignedBuffer((n + block - 1) &^ (block - 1))
+	buf := l.alignedBuffer(int(roundUp(int64(n))))
 	copy(buf[copy(buf, l.tail):], l.batch)
 	clear(buf[n:])
 	err := l.fault("write-direct")
 	if err == nil {
-		_, err = l.direct.WriteAt(buf, start)
+		l.vecs = appendZeros(append(l.vecs[:0], buf), roundUp(zeros))
+		err = pwritev(l.direct, l.vecs, start)
 	}
 	if refusesDirect(err) {
 		// Refused before any I/O, for its flags or its alignment (a
@@ -504,6 +510,56 @@ func (l *Log) openDirect(f *os.File) (*os.File, error) {
 // (or of its alignment), which comes before any I/O.
 func refusesDirect(err error) bool {
 	return errors.Is(err, syscall.EINVAL) || errors.Is(err, syscall.EOPNOTSUPP)
+}
+
+func roundUp(n int64) int64 { return (n + block - 1) &^ (block - 1) }
+
+// zeroChunk is read-only zeros, aligned for direct writes: the zeros ahead
+// are written from it, as many times as they need, in the commit's one
+// pwritev.
+var zeroChunk = new(Log).alignedBuffer(64 << 10)
+
+// appendZeros appends n bytes of zeros to vecs, as pieces of zeroChunk.
+func appendZeros(vecs [][]byte, n int64) [][]byte {
+	for n > 0 {
+		k := min(n, int64(len(zeroChunk)))
+		vecs = append(vecs, zeroChunk[:k])
+		n -= k
+	}
+	return vecs
+}
+
+// pwritev writes vecs at off, all of them (it goes on after a short write).
+func pwritev(f *os.File, vecs [][]byte, off int64) error {
+	fd := int(f.Fd())
+	for len(vecs) > 0 {
+		n, err := unix.Pwritev(fd, vecs, off)
+		if errors.Is(err, syscall.EINTR) {
+			continue
+		}
+		if err != nil {
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: err}
+		}
+		if n == 0 {
+			return &os.PathError{Op: "pwritev", Path: f.Name(), Err: io.ErrShortWrite}
+		}
+		off += int64(n)
+		vecs = advance(vecs, n)
+	}
+	return nil
+}
+
+// advance drops the first n bytes of vecs, as a short write wrote them.
+func advance(vecs [][]byte, n int) [][]byte {
+	for n > 0 {
+		k := min(n, len(vecs[0]))
+		vecs[0] = vecs[0][k:]
+		n -= k
+		if len(vecs[0]) == 0 {
+			vecs = vecs[1:]
+		}
+	}
+	return vecs
 }
 
 // alignedBuffer returns n bytes (a multiple of block) at an address that

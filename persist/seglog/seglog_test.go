@@ -583,3 +583,21 @@ func TestDirectWritesFollowTheDescriptor(t *testing.T) {
 		t.Fatalf("records %q", recs)
 	}
 }
+
+// After a short write, what is left to write is the rest of the pieces,
+// wherever it ended.
+func TestAdvanceAfterAShortWrite(t *testing.T) {
+	whole := []byte("abcdefghij")
+	for n := 0; n <= len(whole); n++ {
+		vecs := [][]byte{whole[:3], whole[3:4], whole[4:10]}
+		left := advance(vecs, n)
+		if got := bytes.Join(left, nil); string(got) != string(whole[n:]) {
+			t.Fatalf("after %d bytes: %q left", n, got)
+		}
+		for _, v := range left {
+			if len(v) == 0 {
+				t.Fatalf("after %d bytes: an empty piece is left", n)
+			}
+		}
+	}
+}
