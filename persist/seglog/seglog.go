@@ -96,7 +96,8 @@ type Options struct {
 	// a segment ("write", "sync", "truncate"), and before a segment is
 	// opened for direct writes and each direct write ("open-direct",
 	// "write-direct"), and an error it returns is taken for the system's:
-	// for tests of a disk that refuses.
+	// for tests of a disk that refuses. An error for "write-direct-torn"
+	// fails a direct write after its first block was written.
 	Fault func(op string) error
 	// Buffered writes through the page cache and syncs with fdatasync,
 	// never with O_DIRECT (which is used where the filesystem takes it).
@@ -446,8 +447,13 @@ func (l *Log) writeDirect(f *os.File, zeros int64) (bool, error) {
 	clear(buf[n:])
 	err := l.fault("write-direct")
 	if err == nil {
-		l.vecs = appendZeros(append(l.vecs[:0], buf), roundUp(zeros))
-		err = pwritev(l.direct, l.vecs, start)
+		if err = l.fault("write-direct-torn"); err != nil {
+			// For tests: the write fails after its first block.
+			l.direct.WriteAt(buf[:block], start)
+		} else {
+			l.vecs = appendZeros(append(l.vecs[:0], buf), roundUp(zeros))
+			err = pwritev(l.direct, l.vecs, start)
+		}
 	}
 	if refusesDirect(err) {
 		// Refused before any I/O, for its flags or its alignment (a
