@@ -426,7 +426,7 @@ func (e *Engine) Purchase(ctx context.Context, req PurchaseRequest) (o *Order, r
 
 	// r records each reservation as it is made, and undoes them all if a
 	// later step fails. It holds the idempotency key, built once, on the stack.
-	r := reservation{e: e, it: it, user: req.UserID, q: q}
+	r := reservation{e: e, it: it, q: q}
 	if req.RequestID != "" {
 		r.key.set(req.UserID, req.RequestID)
 		if ent, first := e.idem.lookup(r.key.bytes(), now); ent != nil {

@@ -376,11 +376,13 @@ func (l *Log) Commit() error {
 		return l.undo(f, records, err)
 	}
 	end := l.boff + records
-	l.zeroed = max(l.zeroed, end+zeros)
+	written := end + zeros
 	if l.direct != nil {
-		// A direct write ends at a block's end, zeros after the records.
-		l.zeroed = max(l.zeroed, roundUp(end)+roundUp(zeros))
+		// A direct write pads the records to a block's end, and its
+		// zeros to whole blocks.
+		written = roundUp(end) + roundUp(zeros)
 	}
+	l.zeroed = max(l.zeroed, written)
 	l.keepTail(l.batch)
 	l.mu.Lock()
 	l.end = end
@@ -489,8 +491,7 @@ func TakesDirect(dir string) (bool, error) {
 		return false, err
 	}
 	defer d.Close()
-	var probe Log
-	_, err = d.WriteAt(probe.alignedBuffer(block), 0)
+	_, err = d.WriteAt(alignedBytes(block), 0)
 	if refusesDirect(err) {
 		return false, nil
 	}
@@ -523,7 +524,7 @@ func roundUp(n int64) int64 { return (n + block - 1) &^ (block - 1) }
 // zeroChunk is read-only zeros, aligned for direct writes: the zeros ahead
 // are written from it, as many times as they need, in the commit's one
 // pwritev.
-var zeroChunk = new(Log).alignedBuffer(64 << 10)
+var zeroChunk = alignedBytes(64 << 10)
 
 // appendZeros appends n bytes of zeros to vecs, as pieces of zeroChunk.
 func appendZeros(vecs [][]byte, n int64) [][]byte {
@@ -568,15 +569,21 @@ func advance(vecs [][]byte, n int) [][]byte {
 	return vecs
 }
 
-// alignedBuffer returns n bytes (a multiple of block) at an address that
-// is a multiple of block, as O_DIRECT needs.
+// alignedBuffer returns n bytes (a multiple of block) of the writer's
+// buffer for direct writes, grown when it is short.
 func (l *Log) alignedBuffer(n int) []byte {
 	if cap(l.aligned) < n {
-		b := make([]byte, n+block)
-		skip := (block - int(uintptr(unsafe.Pointer(&b[0]))&(block-1))) & (block - 1)
-		l.aligned = b[skip : skip+n]
+		l.aligned = alignedBytes(n)
 	}
 	return l.aligned[:n]
+}
+
+// alignedBytes allocates n zeroed bytes at an address that is a multiple
+// of block, as O_DIRECT needs.
+func alignedBytes(n int) []byte {
+	b := make([]byte, n+block)
+	skip := (block - int(uintptr(unsafe.Pointer(&b[0]))&(block-1))) & (block - 1)
+	return b[skip : skip+n : skip+n]
 }
 
 // keepTail updates the last block's bytes after records were appended at
