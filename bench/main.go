@@ -13,6 +13,7 @@ package main
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,6 +23,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
+	"slices"
 	"strings"
 	"time"
 
@@ -42,6 +44,7 @@ var (
 	kafka        = flag.String("kafka", "", "with -spawn and -redis: the cluster's Kafka brokers (tools/devbroker on one machine)")
 	mysqlDSN     = flag.String("mysql", "", "with -spawn and -redis: the cluster's order database")
 	ceiling      = flag.Bool("ceiling", false, "also measure a bare fasthttp handler (tools/bare, built with go build) closed-loop with the same connections, and print ratios to it")
+	rounds       = flag.Int("rounds", 1, "with -ceiling: alternate this many rounds of the bare handler and the scenario (flash, mixed, browse or spike), each round's ratio its own, and print the median: a machine whose speed drifts moves both sides of a round alike")
 	rate         = flag.Float64("rate", 40000, "arrival rate, requests per second; 0 runs closed-loop, as fast as answers come")
 	conns        = flag.Int("conns", 64, "keep-alive connections (one per worker)")
 	duration     = flag.Duration("duration", 10*time.Second, "length of browse runs, of closed-loop runs, and of the ceiling")
@@ -118,26 +121,16 @@ func main() {
 	if !*quiet {
 		b.progress = os.Stderr
 	}
-	var ceil float64
-	if *ceiling {
-		var err error
-		if ceil, err = b.ceiling(); err != nil {
-			log.Fatal(err)
-		}
-	}
-	runs, err := b.scenario(*scenarioName)
+	runs, ratios, err := b.measure(*scenarioName, *ceiling, *rounds)
 	if err != nil {
 		log.Fatal(err)
 	}
-	for i := range runs {
-		runs[i].Ceiling = ceil
-	}
-	if ceil > 0 {
-		runs = append([]report.Run{b.ceilingRun}, runs...)
-		runs[0].Ceiling = ceil
-	}
 	fmt.Println()
 	report.Table(os.Stdout, runs)
+	if len(ratios) > 1 {
+		fmt.Printf("\n%s against the bare handler, round by round: %s; median %.2f\n",
+			*scenarioName, strings.Join(ratioTexts(ratios), ", "), median(ratios))
+	}
 	printDecisions(os.Stdout, admins)
 	if err := b.write(runs); err != nil {
 		log.Fatal(err)
@@ -152,8 +145,75 @@ func main() {
 type bench struct {
 	target, admin, token string
 	progress             io.Writer
-	ceilingRun           report.Run
+	bare                 string // the bare handler's address, with -ceiling
 	rampHeld             float64
+}
+
+// measure runs the scenario, and with withCeiling the bare handler before
+// it, rounds times in turn (more than one round only for a scenario of one
+// run). It returns every run in order and, with the ceiling, each round's
+// ratio of the scenario's throughput to the bare handler's.
+func (b *bench) measure(name string, withCeiling bool, rounds int) (runs []report.Run, ratios []float64, err error) {
+	switch {
+	case rounds < 1:
+		return nil, nil, fmt.Errorf("-rounds %d: at least 1", rounds)
+	case rounds > 1 && !withCeiling:
+		return nil, nil, errors.New("-rounds needs -ceiling: a round is the bare handler, then the scenario")
+	case rounds > 1 && (name == "ramp" || name == "soldout"):
+		return nil, nil, fmt.Errorf("-rounds: the %s scenario compares within itself; use flash, mixed, browse or spike", name)
+	}
+	if withCeiling {
+		addr, stop, err := startBare()
+		if err != nil {
+			return nil, nil, err
+		}
+		defer stop()
+		b.bare = addr
+	}
+	for r := 1; r <= rounds; r++ {
+		var ceil report.Run
+		if withCeiling {
+			if ceil, err = b.ceiling(); err != nil {
+				return nil, nil, err
+			}
+		}
+		got, err := b.scenario(name)
+		if err != nil {
+			return nil, nil, err
+		}
+		if withCeiling {
+			got = append([]report.Run{ceil}, got...)
+			for i := range got {
+				got[i].Ceiling = ceil.Result.Throughput
+			}
+			ratios = append(ratios, got[1].Result.Throughput/ceil.Result.Throughput)
+		}
+		if rounds > 1 {
+			for i := range got {
+				got[i].Name += fmt.Sprintf(" #%d", r)
+			}
+		}
+		runs = append(runs, got...)
+	}
+	return runs, ratios, nil
+}
+
+func ratioTexts(rs []float64) []string {
+	t := make([]string, len(rs))
+	for i, r := range rs {
+		t[i] = fmt.Sprintf("%.2f", r)
+	}
+	return t
+}
+
+// median of rs, which it leaves as they are.
+func median(rs []float64) float64 {
+	rs = slices.Sorted(slices.Values(rs))
+	n := len(rs)
+	if n%2 == 1 {
+		return rs[n/2]
+	}
+	return (rs[n/2-1] + rs[n/2]) / 2
 }
 
 func (b *bench) config(rate float64, requests int, dur time.Duration) loadgen.Config {
@@ -285,21 +345,15 @@ func (b *bench) ramp() ([]report.Run, error) {
 }
 
 // ceiling measures the bare handler, closed-loop, with the same settings.
-func (b *bench) ceiling() (float64, error) {
-	addr, stop, err := startBare()
-	if err != nil {
-		return 0, err
-	}
-	defer stop()
+func (b *bench) ceiling() (report.Run, error) {
 	log.Printf("ceiling: bare fasthttp handler closed-loop for %v over %d connections", *duration, *conns)
 	cfg := b.config(0, 0, *duration)
-	cfg.Target = "http://" + addr
+	cfg.Target = "http://" + b.bare
 	res, err := loadgen.Run(cfg, scenario.NewBrowse("x"))
 	if err != nil {
-		return 0, err
+		return report.Run{}, err
 	}
-	b.ceilingRun = report.Run{Name: "ceiling (bare)", Result: res}
-	return res.Throughput, nil
+	return report.Run{Name: "ceiling (bare)", Result: res}, nil
 }
 
 // startBare builds and starts tools/bare (a fasthttp handler that answers

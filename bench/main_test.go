@@ -83,6 +83,69 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 	}
 }
 
+// -rounds alternates the bare handler and the scenario, each round's ratio
+// from its own pair, against the built server.
+func TestRoundsAlternateTheBareHandler(t *testing.T) {
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "flashsale")
+	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
+		t.Fatalf("cannot build the server: %v\n%s", err, out)
+	}
+	p, err := spawn.Start(bin, filepath.Join(dir, "data"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Stop()
+	t.Chdir("..") // startBare builds ./tools/bare
+
+	*users, *stock, *conns, *retryPct, *doublePct, *rate, *duration = 400, 400, 8, 0, 0, 0, 300*time.Millisecond
+	b := &bench{target: p.Public, admin: p.Admin}
+	for _, bad := range []struct {
+		name    string
+		ceiling bool
+		rounds  int
+	}{{"flash", false, 2}, {"ramp", true, 2}, {"soldout", true, 2}, {"flash", true, 0}} {
+		if _, _, err := b.measure(bad.name, bad.ceiling, bad.rounds); err == nil {
+			t.Fatalf("%+v: no error", bad)
+		}
+	}
+	runs, ratios, err := b.measure("flash", true, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, r := range runs {
+		names = append(names, r.Name)
+	}
+	if got := strings.Join(names, ", "); got != "ceiling (bare) #1, flash #1, ceiling (bare) #2, flash #2" {
+		t.Fatalf("runs: %s", got)
+	}
+	for i, r := range runs {
+		ceil := runs[i/2*2].Result.Throughput
+		if r.Result.Requests == 0 || r.Result.Errors() != 0 || r.Ceiling != ceil {
+			t.Fatalf("%s: %d requests, %d errors, ceiling %v of %v", r.Name, r.Result.Requests, r.Result.Errors(), r.Ceiling, ceil)
+		}
+		if i%2 == 1 {
+			if !r.Verdict.Pass || r.Result.Statuses[201] != int64(*users) {
+				t.Fatalf("%s: %v, verdict:\n%s", r.Name, r.Result.Statuses, r.Verdict)
+			}
+			if want := r.Result.Throughput / ceil; ratios[i/2] != want {
+				t.Fatalf("round %d: ratio %v, want %v", i/2+1, ratios[i/2], want)
+			}
+		}
+	}
+}
+
+func TestMedian(t *testing.T) {
+	rs := []float64{0.5, 0.3, 0.4}
+	if m := median(rs); m != 0.4 || rs[0] != 0.5 {
+		t.Fatalf("median %v, and %v after", m, rs)
+	}
+	if m := median([]float64{0.6, 0.2, 0.4, 0.3}); m != 0.35 {
+		t.Fatalf("median of four: %v", m)
+	}
+}
+
 // The quantiles and the share over the budget are read off the buckets.
 func TestDecisionBuckets(t *testing.T) {
 	h := &dto.Histogram{SampleCount: proto.Uint64(100)}
