@@ -17,10 +17,10 @@ import (
 	"github.com/flashsale/flashsale/bench/spawn"
 )
 
-// TestFlashAgainstTheRealBinary runs short flash and mixed scenarios against
-// the built server and asserts the verdict passes and the output is written.
-func TestFlashAgainstTheRealBinary(t *testing.T) {
-	dir := t.TempDir()
+// startBuilt builds the server into dir and starts it on a data directory
+// there, until the test ends.
+func startBuilt(t *testing.T, dir string) *spawn.Proc {
+	t.Helper()
 	bin := filepath.Join(dir, "flashsale")
 	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
 		t.Fatalf("cannot build the server: %v\n%s", err, out)
@@ -29,7 +29,15 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Stop()
+	t.Cleanup(p.Stop)
+	return p
+}
+
+// TestFlashAgainstTheRealBinary runs short flash and mixed scenarios against
+// the built server and asserts the verdict passes and the output is written.
+func TestFlashAgainstTheRealBinary(t *testing.T) {
+	dir := t.TempDir()
+	p := startBuilt(t, dir)
 
 	*users, *stock, *conns, *retryPct, *doublePct, *readPct = 600, 80, 16, 20, 20, 40
 	*outDir = filepath.Join(dir, "out")
@@ -86,16 +94,7 @@ func TestFlashAgainstTheRealBinary(t *testing.T) {
 // -rounds alternates the bare handler and the scenario, each round's ratio
 // from its own pair, against the built server.
 func TestRoundsAlternateTheBareHandler(t *testing.T) {
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "flashsale")
-	if out, err := exec.Command("go", "build", "-o", bin, "..").CombinedOutput(); err != nil {
-		t.Fatalf("cannot build the server: %v\n%s", err, out)
-	}
-	p, err := spawn.Start(bin, filepath.Join(dir, "data"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Stop()
+	p := startBuilt(t, t.TempDir())
 	t.Chdir("..") // startBare builds ./tools/bare
 
 	*users, *stock, *conns, *retryPct, *doublePct, *rate, *duration = 400, 400, 8, 0, 0, 0, 300*time.Millisecond
