@@ -176,6 +176,9 @@ func (b *bench) measure(name string, withCeiling bool, rounds int) (runs []repor
 			if ceil, err = b.ceiling(); err != nil {
 				return nil, nil, err
 			}
+			if ceil.Result.Throughput <= 0 {
+				return nil, nil, fmt.Errorf("the bare handler answered nothing in %v (errors: %d)", *duration, ceil.Result.Errors())
+			}
 		}
 		got, err := b.scenario(name)
 		if err != nil {
