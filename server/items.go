@@ -44,13 +44,16 @@ func (s *Server) getItem(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) listItems(ctx *fasthttp.RequestCtx) {
 	views := s.eng.Items()
-	list := struct {
-		Items []itemJSON `json:"items"`
-	}{Items: make([]itemJSON, len(views))}
+	list := itemListJSON{Items: make([]itemJSON, len(views))}
 	for i, v := range views {
 		list.Items[i] = toItemJSON(v)
 	}
 	writeJSON(ctx, fasthttp.StatusOK, &list)
+}
+
+// itemListJSON is the answer of GET /api/v1/items.
+type itemListJSON struct {
+	Items []itemJSON `json:"items"`
 }
 
 // itemBody is the request of PUT /api/v1/items/{id}. Pointers tell a field

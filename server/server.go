@@ -199,6 +199,9 @@ func New(opts Options, eng *engine.Engine, orders OrderReader, extras Extras, ch
 	if err != nil {
 		return nil, err
 	}
+	if err := compileJSON(); err != nil {
+		return nil, fmt.Errorf("cannot compile the JSON codecs: %w", err)
+	}
 	s := &Server{
 		front:       f,
 		eng:         eng,
