@@ -180,8 +180,19 @@ func Open(opts Options) (*Store, error) {
 		return nil, err
 	}
 	s.initMetrics()
+	s.zeroAhead()
 	go s.writer()
 	return s, nil
+}
+
+// zeroAhead has the log write its zeros ahead now, when nobody waits for a
+// commit, rather than with the next batch (seglog.Log.ZeroAhead). Only the
+// writer, or Open before it starts, calls it. A failure costs nothing but
+// the time it saves: the commits write the zeros themselves.
+func (s *Store) zeroAhead() {
+	if err := s.log.ZeroAhead(); err != nil {
+		slog.Warn("the order log could not write its zeros ahead; commits will", "err", err)
+	}
 }
 
 func (s *Store) openFiles() (err error) {
@@ -351,7 +362,8 @@ func (s *Store) submit(b *batch) {
 }
 
 // writer is the one goroutine that commits orders. Woken, it commits batch
-// after batch until none is waiting, then sleeps again.
+// after batch until none is waiting, writes the log's zeros ahead if they
+// run short, then sleeps again.
 func (s *Store) writer() {
 	defer close(s.done)
 	for range s.wake {
@@ -361,6 +373,7 @@ func (s *Store) writer() {
 				if closing {
 					return
 				}
+				s.zeroAhead()
 				break
 			}
 			b.err = s.commit(b)

@@ -12,8 +12,11 @@
 // commits then overwrite blocks the file already has, and their fdatasync
 // writes the data alone, without a journal commit for a new size: on the
 // development machine about 40% less latency and CPU per sync than
-// appending to a growing file. A segment is cut to its records when the
-// next one begins. A record is never empty, so zeros end a scan.
+// appending to a growing file. ZeroAhead writes them between batches, so
+// that a commit writes them only when the writer never had a moment for it
+// (before, a new store's first commit, the rush's first buyers, paid ~3 ms
+// for them). A segment is cut to its records when the next one begins. A
+// record is never empty, so zeros end a scan.
 //
 // Direct writes: the segment being appended to is also open with O_DIRECT
 // and O_DSYNC, and a commit is one write of the 4 KiB blocks it touches:
@@ -392,6 +395,35 @@ func (l *Log) Commit() error {
 	}
 	if cap(l.aligned) > 4<<20 {
 		l.aligned = nil
+	}
+	return nil
+}
+
+// ZeroAhead writes the zeros ahead now, when less than half of them is left
+// after the records, so that no commit soon has to write them with its
+// batch (4 MiB more to write: ~3 ms on the development machine, paid by
+// that batch's buyers). Call it between batches when nothing waits for a
+// commit: after Open, and when the writer is idle. It changes no record; a
+// commit that passes the zeros still writes its own. A batch begun and not
+// committed is dropped, as the next Begin would drop it. On error the zeros
+// are cut back as a failed commit's are.
+func (l *Log) ZeroAhead() error {
+	l.pending = false
+	l.mu.RLock()
+	broken, end, f := l.broken, l.end, l.segs[l.last]
+	l.mu.RUnlock()
+	zeros := min(zerosAhead, l.opts.SegmentBytes)
+	if broken != nil || f == nil || end >= l.opts.SegmentBytes || l.zeroed-end >= zeros/2 {
+		return broken // a full segment rolls at the next Begin, zeros and all
+	}
+	l.batch, l.bseg, l.boff = l.batch[:0], l.last, end
+	if err := l.write(f, zeros); err != nil {
+		return l.undo(f, 0, err)
+	}
+	if l.direct != nil {
+		l.zeroed = max(l.zeroed, roundUp(end)+roundUp(zeros))
+	} else {
+		l.zeroed = max(l.zeroed, end+zeros)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -602,5 +603,76 @@ func TestAdvanceAfterAShortWrite(t *testing.T) {
 				t.Fatalf("after %d bytes: an empty piece is left", n)
 			}
 		}
+	}
+}
+
+// ZeroAhead writes the zeros ahead between batches, so that the commits
+// after it write their records alone; it writes nothing while half of them
+// is left; a failed one is cut back and the log goes on.
+func TestZeroAheadBetweenBatches(t *testing.T) { writeModes(t, testZeroAheadBetweenBatches) }
+
+func testZeroAheadBetweenBatches(t *testing.T, buffered bool) {
+	var mu sync.Mutex
+	var ops []string
+	var fail string
+	opts := Options{Buffered: buffered, Dir: t.TempDir(), SegmentBytes: 64 << 10, Fault: func(op string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		ops = append(ops, op)
+		if op == fail {
+			return fmt.Errorf("injected: %s refused", op)
+		}
+		return nil
+	}}
+	seen := func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		s := strings.Join(ops, " ")
+		ops = nil
+		return s
+	}
+	seg := filepath.Join(opts.Dir, "00000001.log")
+	size := func() int64 { st, _ := os.Stat(seg); return st.Size() }
+
+	l, _, _ := collect(t, opts)
+	if err := l.ZeroAhead(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen(); !strings.HasPrefix(got, "write+zeros") || size() != 64<<10 {
+		t.Fatalf("ZeroAhead on a new segment: ops %q, %d bytes", got, size())
+	}
+	rec := strings.Repeat("r", 1000)
+	appendBatch(t, l, rec)
+	if got := seen(); strings.Contains(got, "zeros") {
+		t.Fatalf("a commit after ZeroAhead wrote zeros: %q", got)
+	}
+	if err := l.ZeroAhead(); err != nil || seen() != "" {
+		t.Fatal("ZeroAhead wrote with more than half of the zeros left")
+	}
+	for i := 0; i < 33; i++ { // past half of the zeros
+		appendBatch(t, l, rec)
+	}
+	if got := seen(); strings.Contains(got, "zeros") {
+		t.Fatalf("a commit within the zeros wrote zeros: %q", got)
+	}
+	fail = "write+zeros"
+	if err := l.ZeroAhead(); err == nil {
+		t.Fatal("a failed ZeroAhead said nothing")
+	}
+	fail = ""
+	seen()
+	appendBatch(t, l, "after the failure")
+	if err := l.ZeroAhead(); err != nil {
+		t.Fatal(err)
+	}
+	if got := seen(); !strings.Contains(got, "write+zeros") || size() < 34*1008+64<<10/2 {
+		t.Fatalf("ZeroAhead past half: ops %q, %d bytes", got, size())
+	}
+	appendBatch(t, l, "last")
+	l.Close()
+	l, recs, _ := collect(t, Options{Buffered: buffered, Dir: opts.Dir, SegmentBytes: opts.SegmentBytes})
+	defer l.Close()
+	if len(recs) != 36 || string(recs[34]) != "after the failure" || string(recs[35]) != "last" || l.Cut() != 0 {
+		t.Fatalf("%d records after reopening, cut %d", len(recs), l.Cut())
 	}
 }
