@@ -363,7 +363,7 @@ func (l *Log) Commit() error {
 	records := int64(len(l.batch))
 	var zeros int64
 	if l.boff+records > l.zeroed {
-		zeros = min(zerosAhead, l.opts.SegmentBytes)
+		zeros = l.zerosAhead()
 	}
 	err := l.write(f, zeros)
 	if err != nil && zeros > 0 {
@@ -379,13 +379,7 @@ func (l *Log) Commit() error {
 		return l.undo(f, records, err)
 	}
 	end := l.boff + records
-	written := end + zeros
-	if l.direct != nil {
-		// A direct write pads the records to a block's end, and its
-		// zeros to whole blocks.
-		written = roundUp(end) + roundUp(zeros)
-	}
-	l.zeroed = max(l.zeroed, written)
+	l.wroteZeros(end, zeros)
 	l.keepTail(l.batch)
 	l.mu.Lock()
 	l.end = end
@@ -412,7 +406,7 @@ func (l *Log) ZeroAhead() error {
 	l.mu.RLock()
 	broken, end, f := l.broken, l.end, l.segs[l.last]
 	l.mu.RUnlock()
-	zeros := min(zerosAhead, l.opts.SegmentBytes)
+	zeros := l.zerosAhead()
 	if broken != nil || f == nil || end >= l.opts.SegmentBytes || l.zeroed-end >= zeros/2 {
 		return broken // a full segment rolls at the next Begin, zeros and all
 	}
@@ -420,12 +414,24 @@ func (l *Log) ZeroAhead() error {
 	if err := l.write(f, zeros); err != nil {
 		return l.undo(f, 0, err)
 	}
-	if l.direct != nil {
-		l.zeroed = max(l.zeroed, roundUp(end)+roundUp(zeros))
-	} else {
-		l.zeroed = max(l.zeroed, end+zeros)
-	}
+	l.wroteZeros(end, zeros)
 	return nil
+}
+
+// zerosAhead is how many bytes of zeros a write ahead of the records puts
+// in the segment.
+func (l *Log) zerosAhead() int64 { return min(zerosAhead, l.opts.SegmentBytes) }
+
+// wroteZeros records that a write ended with the records at end and that
+// many zeros after them.
+func (l *Log) wroteZeros(end, zeros int64) {
+	written := end + zeros
+	if l.direct != nil {
+		// A direct write pads the records to a block's end, and its
+		// zeros to whole blocks.
+		written = roundUp(end) + roundUp(zeros)
+	}
+	l.zeroed = max(l.zeroed, written)
 }
 
 // write writes the batch and that many zeros after it, and makes them
